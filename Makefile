@@ -1,0 +1,49 @@
+# The two commands: `make run` (serve a working API on embedded defaults) and `make test`.
+# Both build the virtual environment first; nothing needs installing by hand.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+PORT ?= 8000
+
+# Settings for a deployment can live in .env (see .env.example).
+-include .env
+export
+# Development defaults for the embedded mode; .env or the environment override them.
+DEBUG ?= true
+
+.PHONY: setup run worker test lint typecheck pytest bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	touch $(STAMP)
+
+setup: $(STAMP)
+	$(BIN)/python manage.py migrate --noinput
+
+run: setup
+	$(BIN)/python manage.py serve --port $(PORT)
+
+worker: setup
+	$(BIN)/python manage.py rundramatiq
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy .
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+test: setup lint typecheck pytest
+
+bench: $(STAMP)
+	@echo "Benchmarks are run one by one: see bench/README.md"
+
+clean:
+	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

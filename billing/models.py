@@ -1,0 +1,1 @@
+"""Billing: Stripe checkout for HD results (not built yet)."""

@@ -1,0 +1,119 @@
+"""Jobs: a person's upload session, and the state every processing attempt shares."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+if TYPE_CHECKING:
+    from animation.models import AnimationAttempt
+    from restoration.models import RestoreAttempt
+
+
+class AttemptStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Canceled"
+
+
+# Attempts in these states are "in flight": they hold a worker or will soon.
+IN_FLIGHT_STATUSES = (AttemptStatus.QUEUED, AttemptStatus.RUNNING)
+
+
+class Job(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    email = models.EmailField()
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="jobs",
+    )
+    # sha256 of the access token handed to the uploader once; the token itself is never stored.
+    token_hash = models.CharField(max_length=64, editable=False)
+
+    original_key = models.CharField(max_length=255, help_text="Storage key of the normalized original.")
+    original_format = models.CharField(max_length=8)
+    original_width = models.PositiveIntegerField()
+    original_height = models.PositiveIntegerField()
+    original_bytes = models.PositiveBigIntegerField()
+    original_sha256 = models.CharField(max_length=64)
+
+    selected_restore = models.ForeignKey(
+        "restoration.RestoreAttempt",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    latest_animation = models.ForeignKey(
+        "animation.AnimationAttempt",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    if TYPE_CHECKING:
+        restore_attempts: models.Manager[RestoreAttempt]
+        animation_attempts: models.Manager[AnimationAttempt]
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["email"]), models.Index(fields=["owner", "-created_at"])]
+
+    def __str__(self) -> str:
+        return f"Job {self.id} ({self.email})"
+
+
+class Attempt(models.Model):
+    """What a restore attempt and an animation attempt have in common.
+
+    Every status change is a conditional UPDATE on the current status, so two
+    workers never run one attempt. A running attempt holds a lease that its worker
+    renews; an expired lease means the worker died and the attempt may be requeued.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workflow = models.CharField(max_length=64)
+    parameters = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=AttemptStatus.choices, default=AttemptStatus.QUEUED, db_index=True)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="0-100")
+
+    engine = models.CharField(max_length=16, blank=True)
+    node = models.CharField(max_length=255, blank=True, help_text="The ComfyUI node or RunPod endpoint.")
+    prompt_id = models.CharField(max_length=64, blank=True)
+
+    tries = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker has claimed it.")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    queued_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    error_type = models.CharField(max_length=64, blank=True)
+    error_message = models.TextField(blank=True)
+    error_details = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        abstract = True
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def is_in_flight(self) -> bool:
+        return self.status in IN_FLIGHT_STATUSES

@@ -1,0 +1,1 @@
+"""Rekindle: the project package (settings, URLs, broker setup, storage keys, engines)."""

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RekindleConfig(AppConfig):
+    name = "rekindle"
+    verbose_name = "Rekindle"

@@ -1,0 +1,24 @@
+"""Top-level URL configuration: the API under /api/v1/, its schema and docs, the admin."""
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from rekindle import api_errors
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("jobs.urls")),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+if settings.DEBUG and not settings.AWS_STORAGE_BUCKET_NAME:
+    # Local file storage in development: serve the media folder.
+    from django.views.static import serve
+
+    urlpatterns.append(path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}))
+
+handler404 = api_errors.handler404
+handler500 = api_errors.handler500
