@@ -1,0 +1,25 @@
+# The web and worker image: one image, two commands (gunicorn for the API, rundramatiq for the workers).
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN groupadd --system rekindle && useradd --system --gid rekindle --home /app rekindle
+WORKDIR /app
+
+COPY requirements.txt constraints.txt ./
+RUN pip install -r requirements.txt -c constraints.txt
+
+COPY --chown=rekindle:rekindle . .
+RUN DEBUG=true python manage.py collectstatic --noinput \
+    && mkdir -p /app/var && chown rekindle:rekindle /app/var
+
+USER rekindle
+EXPOSE 8000
+CMD ["gunicorn", "rekindle.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]
