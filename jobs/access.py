@@ -1,0 +1,90 @@
+"""Who may see or change a job: its owner, or whoever holds the job's access token.
+
+Every endpoint under ``/api/v1/jobs/{id}`` loads its job through :func:`job_for_request`.
+The token is shown once at upload and only its sha256 is stored. It comes in the
+``X-Job-Token`` header, or the ``token`` query parameter for links in emails.
+
+A caller who may not see a job gets the same 404 as for a job that does not exist
+(no token, another job's token, a malformed id, an unknown id), so the API never
+reveals whether an id exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+
+from django.db.models import QuerySet
+from rest_framework import status
+from rest_framework.request import Request
+
+from jobs.models import Job
+from rekindle.api_errors import ApiError
+
+TOKEN_HEADER = "X-Job-Token"  # noqa: S105  (a header name)
+TOKEN_QUERY_PARAM = "token"  # noqa: S105  (a parameter name)
+
+
+class JobNotFound(ApiError):
+    status_code = status.HTTP_404_NOT_FOUND
+    default_code = "not_found"
+    default_detail = "No such job, or it is not yours."
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_job_token() -> tuple[str, str]:
+    """A fresh access token and the hash to store: ``(token, token_hash)``."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def token_from_request(request: Request) -> str | None:
+    token = request.headers.get(TOKEN_HEADER) or request.query_params.get(TOKEN_QUERY_PARAM)
+    return token.strip() if token and token.strip() else None
+
+
+def token_matches(job: Job, token: str | None) -> bool:
+    if not token or not job.token_hash:
+        return False
+    return hmac.compare_digest(hash_token(token), job.token_hash)
+
+
+def can_access(request: Request, job: Job) -> bool:
+    user = request.user
+    if user is not None and user.is_authenticated and job.owner_id is not None and job.owner_id == user.pk:
+        return True
+    return token_matches(job, token_from_request(request))
+
+
+def job_for_request(
+    request: Request,
+    job_id: str | uuid.UUID,
+    *,
+    for_update: bool = False,
+    queryset: QuerySet[Job] | None = None,
+) -> Job:
+    """The job ``job_id`` if the caller may access it, else raise :class:`JobNotFound` (404).
+
+    ``queryset`` lets a selector pass its ``select_related``/``prefetch_related``.
+    ``for_update`` locks the row (``SELECT ... FOR UPDATE``) and must be called inside
+    ``transaction.atomic``.
+    """
+    try:
+        pk = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except ValueError:
+        raise JobNotFound() from None
+    qs = queryset if queryset is not None else Job.objects.all()
+    if for_update:
+        qs = qs.select_for_update(of=("self",))
+    try:
+        job = qs.get(pk=pk)
+    except Job.DoesNotExist:
+        raise JobNotFound() from None
+    if not can_access(request, job):
+        raise JobNotFound()
+    return job
