@@ -95,9 +95,17 @@ class Attempt(models.Model):
     prompt_id = models.CharField(max_length=64, blank=True)
 
     tries = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker has claimed it.")
+    # Tries already spent when staff last requeued it: the retry budget counts from here,
+    # while ``tries`` itself only grows (it is the claim's fencing token).
+    tries_at_requeue = models.PositiveSmallIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
 
+    # When it was first requested; never changes, so the output keys derived from it stay put.
     queued_at = models.DateTimeField(default=timezone.now)
+    # When its message was last handed to the broker (null: never got through).
+    last_enqueued_at = models.DateTimeField(null=True, blank=True)
+    # When the "ready" (or "failed") email went out; set once.
+    notified_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
