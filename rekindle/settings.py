@@ -153,9 +153,11 @@ REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
 # Without Redis, actors run in this process: `manage.py serve` starts a worker
 # thread on the stub broker.
 DRAMATIQ_IN_PROCESS = not REDIS_URL
+# Keeps one deployment's (or one test run's) queues apart on a shared Redis.
+DRAMATIQ_REDIS_NAMESPACE = env_str("DRAMATIQ_REDIS_NAMESPACE", "dramatiq")
 DRAMATIQ_BROKER = {
     "BROKER": "dramatiq.brokers.redis.RedisBroker" if REDIS_URL else "dramatiq.brokers.stub.StubBroker",
-    "OPTIONS": {"url": REDIS_URL} if REDIS_URL else {},
+    "OPTIONS": {"url": REDIS_URL, "namespace": DRAMATIQ_REDIS_NAMESPACE} if REDIS_URL else {},
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
@@ -168,6 +170,27 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 # --- Processing engines -----------------------------------------------------
 REKINDLE_ENGINE = env_choice("REKINDLE_ENGINE", "local", ("local", "comfyui", "runpod"))
+
+# --- Pipelines (restore, animate and HD runs on Dramatiq) --------------------
+# Restores, animations and HD runs a job may have queued or running at once; asking for more is a 409.
+MAX_ATTEMPTS_IN_FLIGHT = env_int("MAX_ATTEMPTS_IN_FLIGHT", 3, minimum=1)
+# A running attempt holds a lease its worker renews while the engine works (every third of it);
+# `requeue_stuck_attempts` puts back an attempt whose lease ran out (its worker died).
+LEASE_SECONDS = env_int("LEASE_SECONDS", 60, minimum=3)
+# Claims an attempt gets before a transient error (node down, timeout, storage 5xx) fails it for good.
+MAX_TRIES = env_int("MAX_TRIES", 3, minimum=1)
+# Wait between tries after a transient error, in milliseconds, doubling from the first to the second.
+RETRY_MIN_BACKOFF_MS = env_int("RETRY_MIN_BACKOFF_MS", 5_000, minimum=1)
+RETRY_MAX_BACKOFF_MS = env_int("RETRY_MAX_BACKOFF_MS", 60_000, minimum=1)
+# A queued attempt whose message went out longer ago than this (or never: the broker was down)
+# is sent again by `requeue_stuck_attempts`. Keep it above RETRY_MAX_BACKOFF_MS.
+QUEUED_RESEND_SECONDS = env_int("QUEUED_RESEND_SECONDS", 300, minimum=1)
+# Hard time limit of each actor (seconds); the engine's own timeout is the workflow's, capped below this.
+RESTORE_TIME_LIMIT_SECONDS = env_int("RESTORE_TIME_LIMIT_SECONDS", 20 * 60, minimum=10)
+ANIMATION_TIME_LIMIT_SECONDS = env_int("ANIMATION_TIME_LIMIT_SECONDS", 30 * 60, minimum=10)
+HD_TIME_LIMIT_SECONDS = env_int("HD_TIME_LIMIT_SECONDS", 70 * 60, minimum=10)
+# Emails link to the job with a signed job id that the API accepts as the job's token for this many days.
+JOB_LINK_MAX_AGE_DAYS = env_int("JOB_LINK_MAX_AGE_DAYS", 30, minimum=1)
 
 # --- Email ------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
