@@ -223,6 +223,15 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
 }
 
+# --- Retention (staff console and cron) ---------------------------------------
+# purge_expired_jobs deletes jobs older than this, with their files, unless one has a paid HD result.
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
+# prune_orphan_files only deletes stored objects no row points at once they are this old, so
+# a file a worker is writing right now (its row not yet saved) is never taken for an orphan.
+ORPHAN_GRACE_HOURS = env_int("ORPHAN_GRACE_HOURS", 24, minimum=1)
+# Days of attempts the admin dashboard charts.
+DASHBOARD_DAYS = env_int("DASHBOARD_DAYS", 14, minimum=1)
+
 # --- Internationalization ---------------------------------------------------
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
