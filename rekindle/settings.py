@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from rekindle.env import (
     env_bool,
     env_choice,
+    env_float,
     env_int,
     env_list,
     env_str,
@@ -191,6 +192,28 @@ ANIMATION_TIME_LIMIT_SECONDS = env_int("ANIMATION_TIME_LIMIT_SECONDS", 30 * 60, 
 HD_TIME_LIMIT_SECONDS = env_int("HD_TIME_LIMIT_SECONDS", 70 * 60, minimum=10)
 # Emails link to the job with a signed job id that the API accepts as the job's token for this many days.
 JOB_LINK_MAX_AGE_DAYS = env_int("JOB_LINK_MAX_AGE_DAYS", 30, minimum=1)
+
+# --- Workflows ----------------------------------------------------------------
+# ComfyUI workflow files with their parameter maps (workflows/README.md).
+REKINDLE_WORKFLOWS_DIR = Path(env_str("REKINDLE_WORKFLOWS_DIR", str(BASE_DIR / "workflows")))
+# Which workflow each kind of work runs. The *_cpu twins run on a ComfyUI without a GPU;
+# the local engine reads only the parameter map, so the production names suit it too.
+REKINDLE_WORKFLOW_RESTORE = env_str("REKINDLE_WORKFLOW_RESTORE", "restore")
+REKINDLE_WORKFLOW_ANIMATE_PREVIEW = env_str("REKINDLE_WORKFLOW_ANIMATE_PREVIEW", "animate_preview")
+REKINDLE_WORKFLOW_ANIMATE_HD = env_str("REKINDLE_WORKFLOW_ANIMATE_HD", "animate_hd")
+
+# --- RunPod -------------------------------------------------------------------
+# A serverless endpoint running the standard ComfyUI worker (runpod-workers/worker-comfyui).
+RUNPOD_BASE_URL = env_url("RUNPOD_BASE_URL", "https://api.runpod.ai", schemes=("http", "https")).rstrip("/")
+RUNPOD_ENDPOINT_ID = env_str("RUNPOD_ENDPOINT_ID")
+RUNPOD_API_KEY = env_str("RUNPOD_API_KEY")
+# Status polling starts at the first interval and backs off to the second (seconds).
+RUNPOD_POLL_INTERVAL = env_float("RUNPOD_POLL_INTERVAL", 1.0, minimum=0.01)
+RUNPOD_POLL_MAX_INTERVAL = env_float("RUNPOD_POLL_MAX_INTERVAL", 10.0, minimum=0.01)
+# Per HTTP request to RunPod's API (seconds); the run as a whole has the workflow's timeout.
+RUNPOD_REQUEST_TIMEOUT = env_float("RUNPOD_REQUEST_TIMEOUT", 30.0, minimum=0.1)
+if REKINDLE_ENGINE == "runpod" and not (RUNPOD_ENDPOINT_ID and RUNPOD_API_KEY):
+    raise ImproperlyConfigured("REKINDLE_ENGINE=runpod needs RUNPOD_ENDPOINT_ID and RUNPOD_API_KEY")
 
 # --- Email ------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
