@@ -2,7 +2,9 @@
 
 Every endpoint under ``/api/v1/jobs/{id}`` loads its job through :func:`job_for_request`.
 The token is shown once at upload and only its sha256 is stored. It comes in the
-``X-Job-Token`` header, or the ``token`` query parameter for links in emails.
+``X-Job-Token`` header, or the ``token`` query parameter. Links in emails carry instead a
+signed, expiring ``access`` parameter (:func:`job_link_access`), since the token is not
+known after upload.
 
 A caller who may not see a job gets the same 404 as for a job that does not exist
 (no token, another job's token, a malformed id, an unknown id), so the API never
@@ -15,7 +17,10 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from datetime import timedelta
 
+from django.conf import settings
+from django.core import signing
 from django.db.models import QuerySet
 from rest_framework import status
 from rest_framework.request import Request
@@ -25,6 +30,9 @@ from rekindle.api_errors import ApiError
 
 TOKEN_HEADER = "X-Job-Token"  # noqa: S105  (a header name)
 TOKEN_QUERY_PARAM = "token"  # noqa: S105  (a parameter name)
+# The signed link in emails (see job_link_access).
+LINK_QUERY_PARAM = "access"
+_LINK_SALT = "rekindle.jobs.link-access"
 
 
 class JobNotFound(ApiError):
@@ -54,9 +62,32 @@ def token_matches(job: Job, token: str | None) -> bool:
     return hmac.compare_digest(hash_token(token), job.token_hash)
 
 
+def job_link_access(job_id: str | uuid.UUID) -> str:
+    """A signed, expiring stand-in for the job's token, for the links in emails (the token is never stored).
+
+    It signs the job id with the ``SECRET_KEY`` and a timestamp; the API accepts it as
+    ``?access=`` for ``JOB_LINK_MAX_AGE_DAYS`` days, with the same rights as the token.
+    """
+    signed = signing.TimestampSigner(salt=_LINK_SALT).sign(str(job_id))
+    return signed.split(":", 1)[1]  # the job id is in the link already
+
+
+def job_link_access_matches(job: Job, access: str | None) -> bool:
+    if not access:
+        return False
+    max_age = timedelta(days=settings.JOB_LINK_MAX_AGE_DAYS)
+    try:
+        signing.TimestampSigner(salt=_LINK_SALT).unsign(f"{job.id}:{access.strip()}", max_age=max_age)
+    except signing.BadSignature:  # also SignatureExpired
+        return False
+    return True
+
+
 def can_access(request: Request, job: Job) -> bool:
     user = request.user
     if user is not None and user.is_authenticated and job.owner_id is not None and job.owner_id == user.pk:
+        return True
+    if job_link_access_matches(job, request.query_params.get(LINK_QUERY_PARAM)):
         return True
     return token_matches(job, token_from_request(request))
 
