@@ -9,6 +9,7 @@ ComfyUI. A malformed value stops start-up with a message naming the variable.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 import django_stubs_ext
@@ -53,6 +54,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "django_dramatiq",
+    "corsheaders",
+    "social_django",
     "rekindle",
     "jobs",
     "restoration",
@@ -62,12 +65,14 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "social_django.middleware.SocialAuthExceptionMiddleware",
 ]
 
 ROOT_URLCONF = "rekindle.urls"
@@ -84,6 +89,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "rekindle.auth.context_processors.auth0_login",
             ],
         },
     },
@@ -192,6 +198,9 @@ ANIMATION_TIME_LIMIT_SECONDS = env_int("ANIMATION_TIME_LIMIT_SECONDS", 30 * 60, 
 HD_TIME_LIMIT_SECONDS = env_int("HD_TIME_LIMIT_SECONDS", 70 * 60, minimum=10)
 # Emails link to the job with a signed job id that the API accepts as the job's token for this many days.
 JOB_LINK_MAX_AGE_DAYS = env_int("JOB_LINK_MAX_AGE_DAYS", 30, minimum=1)
+# Where those emails link: {job_id} and {access} are filled in. Point it at the frontend's job page,
+# which passes ``access`` on to the API; by default it is the API's own view of the job.
+JOB_LINK_URL = env_str("JOB_LINK_URL", SITE_URL + "/api/v1/jobs/{job_id}?access={access}")
 
 # --- Workflows ----------------------------------------------------------------
 # ComfyUI workflow files with their parameter maps (workflows/README.md).
@@ -225,7 +234,7 @@ EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Rekindle <noreply@rekindle.local>")
 
 # --- API --------------------------------------------------------------------
-REST_FRAMEWORK = {
+REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "rekindle.api_errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
@@ -245,6 +254,142 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# --- Accounts and security ----------------------------------------------------
+# API: Auth0 access tokens (RS256 JWTs, `Authorization: Bearer`), checked locally
+# against the tenant's JWKS (rekindle/auth/). Browser login: social-auth's Auth0
+# backend next to Django's own login. Without AUTH0_* the API takes no bearer
+# tokens and the admin offers only its password login.
+AUTH0_DOMAIN = env_str("AUTH0_DOMAIN").strip().removeprefix("https://").rstrip("/")
+# The API identifier configured in Auth0; access tokens must name it in `aud`.
+AUTH0_AUDIENCE = env_str("AUTH0_AUDIENCE").strip()
+AUTH0_ISSUER = env_url("AUTH0_ISSUER", f"https://{AUTH0_DOMAIN}/" if AUTH0_DOMAIN else "", schemes=("https", "http"))
+AUTH0_JWKS_URL = env_url(
+    "AUTH0_JWKS_URL",
+    f"https://{AUTH0_DOMAIN}/.well-known/jwks.json" if AUTH0_DOMAIN else "",
+    schemes=("https", "http"),
+)
+# Clock skew tolerated on exp and nbf (seconds).
+AUTH0_LEEWAY_SECONDS = env_int("AUTH0_LEEWAY_SECONDS", 30, minimum=0)
+# An unknown `kid` refetches the key set at most this often (seconds); keys are refreshed after the max age.
+AUTH0_JWKS_REFETCH_SECONDS = env_float("AUTH0_JWKS_REFETCH_SECONDS", 60.0, minimum=1.0)
+AUTH0_JWKS_MAX_AGE_SECONDS = env_float("AUTH0_JWKS_MAX_AGE_SECONDS", 3600.0, minimum=1.0)
+AUTH0_JWKS_TIMEOUT_SECONDS = env_float("AUTH0_JWKS_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+# The access-token claim holding the person's email (an Auth0 Action adds it, often namespaced).
+AUTH0_EMAIL_CLAIM = env_str("AUTH0_EMAIL_CLAIM", "email")
+AUTH0_CLIENT_ID = env_str("AUTH0_CLIENT_ID")
+AUTH0_CLIENT_SECRET = env_str("AUTH0_CLIENT_SECRET")
+AUTH0_API_ENABLED = bool(AUTH0_AUDIENCE)
+if AUTH0_API_ENABLED and not (AUTH0_ISSUER and AUTH0_JWKS_URL):
+    raise ImproperlyConfigured("AUTH0_AUDIENCE needs AUTH0_DOMAIN (or both AUTH0_ISSUER and AUTH0_JWKS_URL)")
+if AUTH0_API_ENABLED and not DEBUG and not AUTH0_JWKS_URL.startswith("https://"):
+    raise ImproperlyConfigured("AUTH0_JWKS_URL must be https:// when DEBUG is off")
+AUTH0_LOGIN_ENABLED = bool(AUTH0_DOMAIN and AUTH0_CLIENT_ID and AUTH0_CLIENT_SECRET)
+
+AUTHENTICATION_BACKENDS = [
+    *(["social_core.backends.auth0.Auth0OAuth2"] if AUTH0_LOGIN_ENABLED else []),
+    "django.contrib.auth.backends.ModelBackend",
+]
+SOCIAL_AUTH_AUTH0_DOMAIN = AUTH0_DOMAIN
+SOCIAL_AUTH_AUTH0_KEY = AUTH0_CLIENT_ID
+SOCIAL_AUTH_AUTH0_SECRET = AUTH0_CLIENT_SECRET
+SOCIAL_AUTH_AUTH0_SCOPE = ["openid", "profile", "email"]
+SOCIAL_AUTH_URL_NAMESPACE = "social"
+SOCIAL_AUTH_LOGIN_REDIRECT_URL = "/admin/"
+SOCIAL_AUTH_LOGIN_ERROR_URL = "/admin/login/"
+SOCIAL_AUTH_REDIRECT_IS_HTTPS = not DEBUG
+LOGIN_URL = "/admin/login/"
+
+REST_FRAMEWORK["DEFAULT_AUTHENTICATION_CLASSES"] = [
+    "rekindle.auth.authentication.Auth0JWTAuthentication",
+    "rest_framework.authentication.SessionAuthentication",
+]
+
+# How many reverse proxies (load balancers) sit in front of the app. Behind one,
+# the client's address is the last X-Forwarded-For entry and the scheme comes from
+# X-Forwarded-Proto; with none, both headers are ignored (a client could forge them).
+NUM_PROXIES = env_int("NUM_PROXIES", 0 if DEBUG else 1, minimum=0)
+REST_FRAMEWORK["NUM_PROXIES"] = NUM_PROXIES
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if NUM_PROXIES else None
+
+# The frontend's origins may call the API from the browser (bearer tokens, no cookies).
+CORS_ALLOWED_ORIGINS = env_list(
+    "CORS_ALLOWED_ORIGINS", ["http://localhost:3000", "http://127.0.0.1:3000"] if DEBUG else []
+)
+CORS_URLS_REGEX = r"^/api/.*$"
+CORS_ALLOW_HEADERS = (
+    "accept",
+    "authorization",
+    "content-type",
+    "user-agent",
+    "x-requested-with",
+    "x-job-token",
+)
+CORS_EXPOSE_HEADERS = ["Retry-After"]
+
+# HTTPS only in production: redirect, HSTS, cookies never sent over plain HTTP.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+
+_RATE_PERIODS = ("s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day")
+
+
+def _env_rate(name: str, default: str) -> str | None:
+    """A throttle rate like ``20/hour`` (per second, minute, hour or day); ``off`` means no limit."""
+    value = env_str(name, default).strip().lower()
+    if value in ("off", "none"):
+        return None
+    count, _, period = value.partition("/")
+    if not count.isdigit() or int(count) < 1 or period not in _RATE_PERIODS:
+        raise ImproperlyConfigured(f"{name} must look like 20/hour (second, minute, hour, day) or off, got {value!r}")
+    return value
+
+
+# Per signed-in user (THROTTLE_<SCOPE>_RATE) and per client address (THROTTLE_<SCOPE>_IP_RATE,
+# counting every request from the address, signed in or not); rekindle/throttling.py.
+THROTTLE_RATES = {
+    "upload_user": _env_rate("THROTTLE_UPLOAD_RATE", "20/hour"),
+    "upload_ip": _env_rate("THROTTLE_UPLOAD_IP_RATE", "30/hour"),
+    "restore_user": _env_rate("THROTTLE_RESTORE_RATE", "60/hour"),
+    "restore_ip": _env_rate("THROTTLE_RESTORE_IP_RATE", "120/hour"),
+    "animate_user": _env_rate("THROTTLE_ANIMATE_RATE", "20/hour"),
+    "animate_ip": _env_rate("THROTTLE_ANIMATE_IP_RATE", "40/hour"),
+}
+THROTTLE_CACHE = "throttle"
+REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
+    "rekindle.throttling.ScopedIPRateThrottle",
+    "rekindle.throttling.ScopedUserRateThrottle",
+]
+
+# Shared between processes through Redis when there is one; otherwise per process.
+if REDIS_URL:
+    CACHES = {
+        alias: {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": prefix}
+        for alias, prefix in (("default", "rekindle"), ("throttle", "rekindle-throttle"))
+    }
+else:
+    CACHES = {
+        alias: {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": alias}
+        for alias in ("default", "throttle")
+    }
+
+# --- Retention (staff console and cron) ---------------------------------------
+# purge_expired_jobs deletes jobs older than this, with their files, unless one has a paid HD result.
+JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
+# prune_orphan_files only deletes stored objects no row points at once they are this old, so
+# a file a worker is writing right now (its row not yet saved) is never taken for an orphan.
+ORPHAN_GRACE_HOURS = env_int("ORPHAN_GRACE_HOURS", 24, minimum=1)
+# Days of attempts the admin dashboard charts.
+DASHBOARD_DAYS = env_int("DASHBOARD_DAYS", 14, minimum=1)
 
 # --- Retention (staff console and cron) ---------------------------------------
 # purge_expired_jobs deletes jobs older than this, with their files, unless one has a paid HD result.
