@@ -1,4 +1,4 @@
-"""Top-level URL configuration: the API under /api/v1/, its schema and docs, the admin."""
+"""Top-level URL configuration: the API under /api/v1/, its schema and docs, the admin, browser login under /auth/."""
 
 from django.conf import settings
 from django.contrib import admin
@@ -9,6 +9,7 @@ from rekindle import api_errors
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("auth/", include("social_django.urls", namespace="social")),
     path("api/v1/", include("jobs.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -48,6 +48,8 @@ for _name in ("REDIS_URL", "AWS_STORAGE_BUCKET_NAME", "AWS_S3_ENDPOINT_URL", "CO
 os.environ["DATABASE_URL"] = POSTGRES_URL if POSTGRES_AVAILABLE else "sqlite:///:memory:"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-for-the-test-suite-only-0123456789abcdef")
 os.environ["DEBUG"] = "false"  # tests run with production behaviour
+# ...except the redirect to HTTPS: the test client and live servers speak plain HTTP.
+os.environ["SECURE_SSL_REDIRECT"] = "false"
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 os.environ["EMAIL_BACKEND"] = "django.core.mail.backends.locmem.EmailBackend"
 
