@@ -8,6 +8,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rekindle import api_errors
 
 urlpatterns = [
+    # The staff console pages (dashboard, processing nodes) before the admin catches every admin/ path.
+    path("admin/", include("rekindle.admin_views")),
     path("admin/", admin.site.urls),
     path("auth/", include("social_django.urls", namespace="social")),
     path("api/v1/", include("jobs.urls")),

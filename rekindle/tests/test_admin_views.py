@@ -1,0 +1,156 @@
+"""The staff console's own pages: the dashboard (figures and charts) and the processing nodes page."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
+
+from animation.models import AnimationAttempt
+from jobs.models import Job
+from rekindle.dashboard import dashboard_stats
+from restoration.models import RestoreAttempt
+
+pytestmark = pytest.mark.django_db
+
+XSS = '<img src=x onerror="alert(1)">'
+NOW = datetime(2026, 3, 14, 12, 0, tzinfo=timezone.get_current_timezone())
+
+
+def _job() -> Job:
+    job_id = uuid.uuid4()
+    return Job.objects.create(
+        id=job_id,
+        email="someone@example.com",
+        token_hash="0" * 64,
+        original_key=f"processed/{job_id}.jpg",
+        original_format="JPEG",
+        original_width=64,
+        original_height=48,
+        original_bytes=1000,
+        original_sha256="0" * 64,
+    )
+
+
+def _restore(job: Job, *, status: str, queued: datetime, seconds: float | None = None, **fields: Any) -> RestoreAttempt:
+    started = queued + timedelta(seconds=1) if seconds is not None else None
+    finished = started + timedelta(seconds=seconds) if started is not None and seconds is not None else None
+    return RestoreAttempt.objects.create(
+        job=job,
+        workflow=fields.pop("workflow", "restore_cpu"),
+        status=status,
+        queued_at=queued,
+        started_at=started,
+        finished_at=finished,
+        **fields,
+    )
+
+
+@pytest.fixture
+def staff_client(client: Client) -> Client:
+    user = User.objects.create_user("support", "support@example.com", "pw", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="view_restoreattempt"))
+    client.force_login(user)
+    return client
+
+
+def test_it_counts_runs_per_day_by_status_with_the_failure_rate() -> None:
+    job = _job()
+    today, yesterday = NOW - timedelta(hours=1), NOW - timedelta(days=1)
+    for status in ("succeeded", "succeeded", "failed"):
+        _restore(job, status=status, queued=today, seconds=2)
+    _restore(job, status="failed", queued=yesterday, seconds=2)
+    _restore(job, status="queued", queued=yesterday)
+    _restore(job, status="succeeded", queued=NOW - timedelta(days=20), seconds=2)  # outside the window
+    restore = RestoreAttempt.objects.filter(status="succeeded").first()
+    assert restore is not None
+    AnimationAttempt.objects.create(
+        job=job,
+        restore=restore,
+        workflow="animate_preview_cpu",
+        status="succeeded",
+        queued_at=today,
+        hd_status="failed",
+        hd_queued_at=today,
+    )
+
+    stats = dashboard_stats(days=14, now=NOW)
+
+    assert len(stats.days) == 14
+    assert stats.days[-1] == NOW.date()
+    assert stats.per_day["succeeded"][-1] == 3  # two restores and the animation preview
+    assert stats.per_day["failed"][-1] == 2  # a restore and the HD run
+    assert stats.per_day["failed"][-2] == 1
+    assert stats.per_day["queued"][-2] == 1
+    assert sum(stats.per_day["succeeded"]) == 3
+    assert stats.failure_rate[-1] == pytest.approx(40.0)
+    assert stats.failure_rate[-2] == pytest.approx(100.0)
+    assert stats.total_runs == 7
+    assert stats.overall_failure_rate == pytest.approx(50.0)
+
+
+def test_it_computes_median_and_p95_per_workflow_and_node_time() -> None:
+    job = _job()
+    for seconds in (1, 2, 3, 4, 5):
+        _restore(job, status="succeeded", queued=NOW - timedelta(hours=2), seconds=seconds, node="http://gpu-a:8188")
+    # A failed run used the node too, but says nothing about how long a restore takes.
+    _restore(job, status="failed", queued=NOW - timedelta(hours=2), seconds=100, node="http://gpu-b:8188")
+
+    stats = dashboard_stats(days=14, now=NOW)
+
+    [durations] = stats.durations
+    assert durations.workflow == "restore_cpu"
+    assert durations.runs == 5
+    assert durations.median_seconds == pytest.approx(3.0)
+    assert durations.p95_seconds == pytest.approx(4.8)
+    assert [node for node, _ in stats.node_seconds] == ["http://gpu-b:8188", "http://gpu-a:8188"]
+    assert [seconds for _, seconds in stats.node_seconds] == pytest.approx([100.0, 15.0])
+
+
+def test_it_shows_the_dashboard_with_charts_to_staff(staff_client: Client) -> None:
+    job = _job()
+    _restore(job, status="succeeded", queued=timezone.now() - timedelta(minutes=5), seconds=3, node=XSS, workflow=XSS)
+    _restore(job, status="failed", queued=timezone.now() - timedelta(minutes=5), seconds=1, node="http://gpu-a:8188")
+
+    response = staff_client.get(reverse("rekindle-admin-dashboard"))
+
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert body.count('<svg class="rk-chart"') == 4
+    assert "Runs per day by status" in body
+    assert "http://gpu-a:8188" in body
+    # Workflow and node names are not ours to trust: escaped in the charts and the tables.
+    assert XSS not in body
+    assert "&lt;img src=x onerror=" in body
+
+
+def test_it_links_the_console_pages_from_the_admin_index(staff_client: Client) -> None:
+    response = staff_client.get(reverse("admin:index"))
+    assert response.status_code == 200
+    assert reverse("rekindle-admin-dashboard") in response.content.decode()
+    assert reverse("rekindle-admin-nodes") in response.content.decode()
+
+
+@pytest.mark.parametrize("name", ["rekindle-admin-dashboard", "rekindle-admin-nodes"])
+def test_it_sends_anonymous_and_non_staff_users_to_the_login_page(client: Client, name: str) -> None:
+    url = reverse(name)
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+    client.force_login(User.objects.create_user("customer", "c@example.com", "pw"))
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("admin:login"))
+
+
+@pytest.mark.parametrize("name", ["rekindle-admin-dashboard", "rekindle-admin-nodes"])
+def test_it_refuses_staff_without_the_permission_to_view_attempts(client: Client, name: str) -> None:
+    client.force_login(User.objects.create_user("intern", "i@example.com", "pw", is_staff=True))
+    assert client.get(reverse(name)).status_code == 403
