@@ -1,0 +1,52 @@
+"""Fixtures shared by every app's tests.
+
+Each test gets its own MEDIA_ROOT (local file storage never touches ``var/``) and
+empty caches (throttle counters do not carry over between tests). S3 fixtures come
+from ``rekindle.testing.s3``; model factories from ``rekindle.testing.factories``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.core.cache import caches
+from PIL import Image
+from pytest_django.fixtures import Settings
+from rest_framework.test import APIClient
+
+pytest_plugins = ["rekindle.testing.s3"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_media_root(settings: Settings, tmp_path: Path) -> Path:
+    media = tmp_path / "media"
+    media.mkdir()
+    settings.MEDIA_ROOT = str(media)
+    return media
+
+
+@pytest.fixture(autouse=True)
+def _empty_caches() -> Iterator[None]:
+    for cache in caches.all():
+        cache.clear()
+    yield
+    for cache in caches.all():
+        cache.clear()
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+@pytest.fixture
+def jpeg_upload() -> io.BytesIO:
+    """A small JPEG photo ready to post as ``image`` (named photo.jpg)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 150, 100)).save(buffer, "JPEG", quality=90)
+    buffer.seek(0)
+    buffer.name = "photo.jpg"
+    return buffer

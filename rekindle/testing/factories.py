@@ -1,0 +1,157 @@
+"""factory_boy factories for the test suite: users, jobs and their attempts.
+
+``JobFactory(token="...")`` sets the job's access token (only its hash is stored) and
+leaves it readable as ``job.token``; by default each job gets its own token.
+``JobFactory(stored_original=True)`` also writes a small real JPEG at the job's
+``original_key`` in the current default storage (local or the S3 bucket fixture) and
+records its size and hash, for tests that process the original.
+
+Attempt factories have traits for the states a pipeline leaves behind, e.g.
+``RestoreAttemptFactory(succeeded=True)`` (result key set, timings filled) and
+``AnimationAttemptFactory(succeeded=True, hd_ready=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import User
+from django.utils import timezone
+from factory.declarations import (
+    LazyAttribute,
+    LazyFunction,
+    PostGeneration,
+    SelfAttribute,
+    Sequence,
+    SubFactory,
+    Trait,
+)
+from factory.django import DjangoModelFactory, Password
+from PIL import Image
+
+from animation.models import AnimationAttempt
+from jobs.access import hash_token
+from jobs.models import AttemptStatus, Job
+from rekindle import storage
+from restoration.models import RestoreAttempt
+
+
+def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = (180, 120, 90)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), color).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _store_original(job: Job, create: bool, extracted: Any) -> None:
+    if not extracted:
+        return
+    data = jpeg_bytes(job.original_width, job.original_height)
+    storage.put(job.original_key, data, content_type="image/jpeg")
+    job.original_bytes = len(data)
+    job.original_sha256 = hashlib.sha256(data).hexdigest()
+    if create:
+        Job.objects.filter(pk=job.pk).update(original_bytes=job.original_bytes, original_sha256=job.original_sha256)
+
+
+class UserFactory(DjangoModelFactory[User]):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+
+    username = Sequence(lambda n: f"user{n}")
+    email = LazyAttribute(lambda o: f"{o.username}@example.com")
+    password = Password("correct horse battery staple")
+
+
+class JobFactory(DjangoModelFactory[Job]):
+    class Meta:
+        model = Job
+
+    id = LazyFunction(uuid.uuid4)
+    email = Sequence(lambda n: f"person{n}@example.com")
+    owner = None
+    token = Sequence(lambda n: f"job-token-{n}-{uuid.uuid4().hex}")
+    token_hash = LazyAttribute(lambda o: hash_token(o.token))
+    original_key = LazyAttribute(lambda o: storage.processed_key(o.id, "jpg"))
+    original_format = "jpeg"
+    original_width = 64
+    original_height = 48
+    original_bytes = 1024
+    original_sha256 = "0" * 64
+
+    @classmethod
+    def _build(cls, model_class: type[Job], *args: Any, token: str, **kwargs: Any) -> Job:
+        job: Job = super()._build(model_class, *args, **kwargs)
+        job.token = token  # type: ignore[attr-defined]
+        return job
+
+    @classmethod
+    def _create(cls, model_class: type[Job], *args: Any, token: str, **kwargs: Any) -> Job:
+        job: Job = super()._create(model_class, *args, **kwargs)
+        job.token = token  # type: ignore[attr-defined]
+        return job
+
+    stored_original = PostGeneration(lambda job, create, extracted, **kwargs: _store_original(job, create, extracted))
+
+
+class RestoreAttemptFactory(DjangoModelFactory[RestoreAttempt]):
+    class Meta:
+        model = RestoreAttempt
+
+    job = SubFactory(JobFactory)
+    workflow = "restore"
+    parameters = LazyFunction(dict)
+    status = AttemptStatus.QUEUED
+
+    class Params:
+        succeeded = Trait(
+            status=AttemptStatus.SUCCEEDED,
+            progress=100,
+            engine="local",
+            node="local",
+            started_at=LazyFunction(lambda: timezone.now() - timedelta(seconds=30)),
+            finished_at=LazyFunction(timezone.now),
+            result_key=LazyAttribute(lambda o: storage.restored_key(o.job.id)),
+        )
+        failed = Trait(
+            status=AttemptStatus.FAILED,
+            engine="local",
+            started_at=LazyFunction(lambda: timezone.now() - timedelta(seconds=5)),
+            finished_at=LazyFunction(timezone.now),
+            error_type="engine_error",
+            error_message="The engine could not process the image.",
+        )
+
+
+class AnimationAttemptFactory(DjangoModelFactory[AnimationAttempt]):
+    class Meta:
+        model = AnimationAttempt
+
+    job = SubFactory(JobFactory)
+    restore = SubFactory(RestoreAttemptFactory, job=SelfAttribute("..job"), succeeded=True)
+    workflow = "animate_preview"
+    parameters = LazyFunction(dict)
+    status = AttemptStatus.QUEUED
+
+    class Params:
+        ts = LazyFunction(storage.timestamp_id)
+        succeeded = Trait(
+            status=AttemptStatus.SUCCEEDED,
+            progress=100,
+            engine="local",
+            node="local",
+            started_at=LazyFunction(lambda: timezone.now() - timedelta(seconds=60)),
+            finished_at=LazyFunction(timezone.now),
+            preview_key=LazyAttribute(lambda o: storage.animation_preview_key(o.job.id, o.ts)),
+            thumbnail_key=LazyAttribute(lambda o: storage.thumbnail_key(o.job.id, o.ts)),
+        )
+        hd_ready = Trait(
+            hd_paid=True,
+            hd_status=AttemptStatus.SUCCEEDED,
+            hd_progress=100,
+            hd_result_key=LazyAttribute(lambda o: storage.animation_result_key(o.job.id, o.ts)),
+        )

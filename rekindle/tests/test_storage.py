@@ -1,0 +1,141 @@
+"""Storage keys, URLs and prefix deletes, on local files and on moto's S3 server over HTTP."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import requests
+from django.core.files.storage import default_storage
+from django.test import RequestFactory
+from pytest_django.fixtures import Settings
+
+from rekindle import storage
+from rekindle.testing.s3 import S3Bucket
+
+JOB = uuid.UUID("0f8fad5b-d9cb-469f-a165-70867728950e")
+OTHER = uuid.UUID("7c9e6679-7425-40de-944b-e07fc1f90ae7")
+
+
+def _fill_job(job_id: uuid.UUID, ts: str) -> list[str]:
+    keys = [
+        storage.processed_key(job_id, "jpg"),
+        storage.restored_key(job_id, ts),
+        storage.animation_preview_key(job_id, ts),
+        storage.animation_result_key(job_id, ts),
+        storage.thumbnail_key(job_id, ts),
+    ]
+    for key in keys:
+        storage.put(key, f"data of {key}".encode())
+    return keys
+
+
+def test_it_builds_keys_in_the_original_layout() -> None:
+    ts = "20250314T092653123456Z-9f3a"
+    assert storage.processed_key(JOB, "PNG") == f"processed/{JOB}.png"
+    assert storage.processed_key(JOB, ".jpg") == f"processed/{JOB}.jpg"
+    assert storage.restored_key(JOB, ts) == f"restored/{JOB}/{ts}.jpg"
+    assert storage.animation_preview_key(JOB, ts) == f"animated/{JOB}/{ts}_preview.mp4"
+    assert storage.animation_result_key(JOB, ts) == f"animated/{JOB}/{ts}_result.mp4"
+    assert storage.thumbnail_key(JOB, ts) == f"thumbnails/{JOB}/{ts}.jpg"
+    assert storage.job_prefixes(JOB) == [
+        f"processed/{JOB}.",
+        f"restored/{JOB}/",
+        f"animated/{JOB}/",
+        f"thumbnails/{JOB}/",
+    ]
+
+
+def test_it_makes_timestamp_ids_that_sort_by_time_and_do_not_collide() -> None:
+    early = storage.timestamp_id(datetime(2025, 3, 14, 9, 26, 53, 123456, tzinfo=UTC))
+    late = storage.timestamp_id(datetime(2025, 3, 14, 9, 26, 53, 123457, tzinfo=UTC))
+    assert re.fullmatch(r"20250314T092653123456Z-[0-9a-f]{4}", early)
+    assert early < late
+    same_moment = datetime(2025, 1, 1, tzinfo=UTC)
+    assert len({storage.timestamp_id(same_moment) for _ in range(50)}) > 1
+
+
+def test_it_stores_lists_and_deletes_a_jobs_files_locally(settings: Settings) -> None:
+    media = Path(settings.MEDIA_ROOT)
+    ts = storage.timestamp_id()
+    keys = _fill_job(JOB, ts)
+    others = _fill_job(OTHER, ts)
+    storage.put(keys[0], b"replaced")
+
+    assert storage.read_bytes(keys[0]) == b"replaced"
+    assert storage.list_keys(f"animated/{JOB}/") == sorted(keys[2:4])
+    assert (media / keys[1]).is_file()
+
+    assert storage.delete_job_files(JOB) == 5
+    assert not any((media / key).exists() for key in keys)
+    assert all((media / key).exists() for key in others)
+    assert storage.delete_job_files(JOB) == 0
+
+
+def test_it_makes_absolute_media_urls_locally(settings: Settings) -> None:
+    settings.SITE_URL = "https://rekindle.example"
+    key = storage.processed_key(JOB, "jpg")
+    assert storage.url_for(key) == f"https://rekindle.example/media/{key}"
+    request = RequestFactory().get("/api/v1/jobs/x", HTTP_HOST="127.0.0.1:8000")
+    assert storage.url_for(key, request) == f"http://127.0.0.1:8000/media/{key}"
+    assert storage.url_or_none("", request) is None
+
+
+def test_it_refuses_to_delete_an_empty_prefix() -> None:
+    with pytest.raises(ValueError, match="empty prefix"):
+        storage.delete_prefixes([""])
+
+
+def test_it_writes_job_keys_to_the_s3_bucket(s3_bucket: S3Bucket) -> None:
+    assert storage.is_s3()
+    ts = storage.timestamp_id()
+    keys = _fill_job(JOB, ts)
+    assert s3_bucket.keys() == sorted(keys)
+    assert s3_bucket.get(keys[1]) == f"data of {keys[1]}".encode()
+    assert storage.list_keys(f"processed/{JOB}.") == [keys[0]]
+    assert storage.read_bytes(keys[2]) == f"data of {keys[2]}".encode()
+
+
+def test_it_presigns_short_lived_urls_that_return_the_stored_bytes(s3_bucket: S3Bucket, settings: Settings) -> None:
+    key = storage.restored_key(JOB)
+    storage.put(key, b"\xff\xd8restored bytes", content_type="image/jpeg")
+
+    url = storage.url_for(key)
+
+    query = parse_qs(urlparse(url).query)
+    assert url.startswith(f"{s3_bucket.server.endpoint_url}/{s3_bucket.name}/{key}?")
+    assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"]
+    assert query["X-Amz-Expires"] == [str(settings.AWS_QUERYSTRING_EXPIRE)]
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200
+    assert response.content == b"\xff\xd8restored bytes"
+    assert response.headers["Content-Type"] == "image/jpeg"
+
+
+def test_it_deletes_a_jobs_objects_in_batches_of_at_most_1000(s3_bucket: S3Bucket) -> None:
+    ts = storage.timestamp_id()
+    job_keys = [storage.processed_key(JOB, "png")] + [storage.restored_key(JOB, f"{ts}-{n:04d}") for n in range(1203)]
+    other_keys = _fill_job(OTHER, ts)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda key: s3_bucket.put(key, b"x"), job_keys))
+    batch_sizes: list[int] = []
+    client = default_storage.connection.meta.client  # type: ignore[attr-defined]
+
+    def record(params: dict[str, Any], **kwargs: object) -> None:
+        batch_sizes.append(len(params["Delete"]["Objects"]))
+
+    client.meta.events.register("provide-client-params.s3.DeleteObjects", record)
+
+    assert storage.delete_job_files(JOB) == len(job_keys)
+
+    assert s3_bucket.keys() == sorted(other_keys)
+    assert max(batch_sizes) <= 1000
+    assert sum(batch_sizes) == len(job_keys)
+    assert len(batch_sizes) == 3  # 1 processed original, then 1000 + 203 restored images
+    assert storage.delete_job_files(JOB) == 0
