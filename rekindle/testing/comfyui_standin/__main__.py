@@ -1,0 +1,46 @@
+"""Command line: start one stand-in ComfyUI server and serve until killed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from rekindle.testing.comfyui_standin.nodes import DEFAULT_MODELS
+from rekindle.testing.comfyui_standin.server import Standin, StandinConfig, make_app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="A ComfyUI 0.3.64 stand-in for tests.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--exec-seconds", type=float, default=0.2, help="seconds each sampler node takes")
+    parser.add_argument("--switch-seconds", type=float, default=0.0, help="model load when the workflow changes")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="installed model files, comma-separated")
+    parser.add_argument("--faults", default="{}", help="faults to start with, as JSON")
+    parser.add_argument("--base-dir", default="", help="input/output/temp folders (default: a temporary folder)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    with tempfile.TemporaryDirectory(prefix="comfyui-standin-") as scratch:
+        config = StandinConfig(
+            sampler_seconds=args.exec_seconds,
+            switch_seconds=args.switch_seconds,
+            models=[name.strip() for name in args.models.split(",") if name.strip()],
+            base_dir=Path(args.base_dir or scratch),
+        )
+
+        async def build() -> web.Application:
+            standin = Standin(config)
+            standin.faults.update(json.loads(args.faults))
+            return make_app(standin)
+
+        web.run_app(build(), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()
