@@ -1,0 +1,296 @@
+"""Running one attempt in a worker: claim it, keep its lease alive, run the engine, record how it ended.
+
+Every actor (``process_restoration``, ``process_animation``, ``generate_hd_result``) goes
+through :func:`attempt_process` with its own *work* function, which does the slow I/O
+(read the input from storage, run the engine, store the outputs) with no transaction
+open, and returns the values to record. What happens to an error is decided here, once:
+
+- ``EngineCanceled``, or any error after the claim was lost (canceled by staff, taken over
+  after the lease ran out): nothing more is written.
+- transient (``TransientEngineError``, storage 5xx and throttling, connection errors and
+  timeouts, the actor's time limit or a worker shutdown): back to the queue with the error
+  kept, and :class:`AttemptRetry` raised so Dramatiq redelivers the message with backoff;
+  once ``MAX_TRIES`` claims are spent it fails with that error instead.
+- permanent (``PermanentEngineError``, :class:`BadInput`, a storage 4xx such as the
+  original being gone): failed at once with the error recorded, no retry.
+- anything else is a bug: failed at once as ``internal_error`` and logged with its traceback.
+  Database errors are the exception; they propagate, the lease runs out, and
+  ``requeue_stuck_attempts`` puts the attempt back.
+
+While the engine runs, a heartbeat thread renews the lease every third of
+``LEASE_SECONDS``, writes progress at most once a second, and reads the row's status
+about once a second: the engine's ``should_cancel`` answers from that, so a cancel (or a
+takeover) stops the run on its node within a second or so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from django.db import DatabaseError, connection
+from dramatiq.middleware import Interrupt, TimeLimitExceeded
+from requests import RequestException
+
+from jobs.attempts import (
+    MAIN,
+    Stage,
+    attempt_claim,
+    attempt_fail,
+    attempt_record_submission,
+    attempt_renew_lease,
+    attempt_retry_later,
+    attempt_still_held,
+    attempt_succeed,
+    lease_seconds,
+    tries_left,
+)
+from jobs.models import Attempt
+from rekindle.engines import get_engine
+from rekindle.engines.base import (
+    EngineCanceled,
+    EngineError,
+    EngineResult,
+    PermanentEngineError,
+    RunRequest,
+    TransientEngineError,
+)
+from rekindle.workflows import Workflow, WorkflowParameterError, get_workflow
+
+logger = logging.getLogger(__name__)
+
+AttemptT = TypeVar("AttemptT", bound=Attempt)
+
+# The engine's own timeout stays this far below the actor's time limit, leaving time to store the result.
+TIME_LIMIT_MARGIN_SECONDS = 60
+
+# Progress is written to the row at most this often (seconds); the status is read as often.
+PROGRESS_INTERVAL = 1.0
+
+
+class AttemptRetry(Exception):
+    """The attempt went back to the queue after a transient error; the actor has the broker redeliver it."""
+
+
+class BadInput(Exception):
+    """Input the run cannot use (a missing or undecodable image, parameters the workflow no longer accepts)."""
+
+    def __init__(self, code: str, message: str, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+
+@dataclass
+class RunOutput:
+    """What a successful run records: stage-relative field values, and writes to make in the same transaction."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    on_success: Callable[[], None] | None = None
+
+
+class Heartbeat(threading.Thread):
+    """Renews the claim's lease, writes throttled progress, and notices a cancel or a takeover."""
+
+    def __init__(self, attempt: Attempt, stage: Stage) -> None:
+        super().__init__(name=f"heartbeat-{attempt.pk}", daemon=True)
+        self.attempt = attempt
+        self.stage = stage
+        self.lost = threading.Event()
+        self._stop_event = threading.Event()
+        self._progress = 0
+        self._written_progress = 0
+        now = time.monotonic()
+        self._last_renewal = now
+        self._last_check = now
+        self._renew_every = max(lease_seconds() / 3.0, 0.5)
+        self._tick = min(PROGRESS_INTERVAL, self._renew_every)
+
+    def report(self, progress: int) -> None:
+        """The engine's progress callback: only remembered here, written by the thread."""
+        self._progress = max(0, min(int(progress), 99))
+
+    def should_cancel(self) -> bool:
+        return self.lost.is_set()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive():
+            self.join(timeout=10)
+
+    def run(self) -> None:
+        try:
+            while not self._stop_event.wait(self._tick):
+                try:
+                    self._beat()
+                except DatabaseError:
+                    logger.warning("Heartbeat of %s could not reach the database", self.attempt.pk, exc_info=True)
+        finally:
+            # The thread's own database connection.
+            connection.close()
+
+    def _beat(self) -> None:
+        now = time.monotonic()
+        progress = self._progress
+        due = now - self._last_renewal >= self._renew_every
+        if due or progress != self._written_progress:
+            held = attempt_renew_lease(
+                self.attempt, stage=self.stage, progress=progress if progress != self._written_progress else None
+            )
+            self._last_renewal = self._last_check = now
+            self._written_progress = progress
+        elif now - self._last_check >= PROGRESS_INTERVAL:
+            held = attempt_still_held(self.attempt, stage=self.stage)
+            self._last_check = now
+        else:
+            return
+        if not held:
+            self.lost.set()
+            self._stop_event.set()
+
+
+@dataclass
+class RunContext(Generic[AttemptT]):
+    """Handed to a work function: the claimed attempt, its heartbeat, and a way to run the engine."""
+
+    attempt: AttemptT
+    stage: Stage
+    heartbeat: Heartbeat
+
+    @property
+    def run_id(self) -> str:
+        """Unique per claim, so names on the node and the prompt id never clash with another try's."""
+        tries = self.stage.get(self.attempt, "tries")
+        return f"{self.attempt.pk}-{self.stage.prefix.rstrip('_') or 'run'}{tries}"
+
+    def run_engine(self, request: RunRequest) -> EngineResult:
+        def submitted(node: str, prompt_id: str) -> None:
+            attempt_record_submission(
+                self.attempt, stage=self.stage, engine=engine.name, node=node, prompt_id=prompt_id
+            )
+
+        engine = get_engine()
+        return engine.run(
+            request,
+            on_progress=self.heartbeat.report,
+            should_cancel=self.heartbeat.should_cancel,
+            on_submitted=submitted,
+        )
+
+
+def workflow_for_run(name: str, parameters: Any, time_limit_seconds: int) -> tuple[Workflow, dict[str, Any], float]:
+    """The attempt's workflow, its stored parameters checked again, and the engine timeout to use.
+
+    A workflow removed or changed since the attempt was queued is bad input: no retry can help.
+    """
+    try:
+        workflow = get_workflow(name)
+    except KeyError:
+        raise BadInput("unknown_workflow", f"The workflow {name!r} no longer exists.") from None
+    try:
+        validated = workflow.validate(parameters)
+    except WorkflowParameterError as exc:
+        raise BadInput("invalid_parameters", str(exc.detail), {"fields": exc.fields}) from None
+    timeout = min(workflow.timeout_seconds, max(time_limit_seconds - TIME_LIMIT_MARGIN_SECONDS, 1))
+    return workflow, validated, float(timeout)
+
+
+def _storage_error_is_transient(exc: ClientError) -> bool:
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    return status >= 500 or status == 429 or code in {"SlowDown", "RequestTimeout", "Throttling", "InternalError"}
+
+
+def classify(exc: BaseException) -> tuple[str, str, str, dict[str, Any]]:
+    """``(kind, code, message, details)`` of an error; kind is canceled, transient, permanent or internal."""
+    if isinstance(exc, EngineCanceled):
+        return "canceled", exc.code, exc.message, exc.details
+    if isinstance(exc, TransientEngineError):
+        return "transient", exc.code, exc.message, exc.details
+    if isinstance(exc, PermanentEngineError | EngineError):
+        return "permanent", exc.code, exc.message, exc.details
+    if isinstance(exc, BadInput):
+        return "permanent", exc.code, exc.message, exc.details
+    if isinstance(exc, ClientError):
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if _storage_error_is_transient(exc):
+            return "transient", "storage_unavailable", f"Storage answered {code or 'an error'}; will retry.", {}
+        return "permanent", "storage_error", f"Storage refused the request: {code or exc}", {}
+    if isinstance(exc, BotoConnectionError | RequestException | ConnectionError | TimeoutError):
+        return "transient", "connection_error", f"{type(exc).__name__}: {exc}", {}
+    if isinstance(exc, BotoCoreError):
+        return "transient", "storage_unavailable", f"{type(exc).__name__}: {exc}", {}
+    if isinstance(exc, TimeLimitExceeded):
+        return "transient", "time_limit", "The run took longer than its time limit.", {}
+    if isinstance(exc, Interrupt):
+        return "transient", "worker_stopped", "The worker stopped while it ran.", {}
+    return "internal", "internal_error", f"{type(exc).__name__}: {exc}", {}
+
+
+def attempt_process(
+    model: type[AttemptT],
+    attempt_id: str,
+    *,
+    work: Callable[[RunContext[AttemptT]], RunOutput],
+    stage: Stage = MAIN,
+) -> str:
+    """Claim, run and record one attempt; return what happened (``lost``, ``succeeded``, ``failed``...).
+
+    Raises :class:`AttemptRetry` after a transient error that has tries left.
+    """
+    attempt = attempt_claim(model, attempt_id, stage=stage)
+    if attempt is None:
+        logger.info("%s %s %s: not queued any more, nothing to do", model.__name__, attempt_id, stage.label)
+        return "lost"
+
+    heartbeat = Heartbeat(attempt, stage)
+    heartbeat.start()
+    try:
+        output = work(RunContext(attempt=attempt, stage=stage, heartbeat=heartbeat))
+    except DatabaseError:
+        raise
+    except BaseException as exc:
+        heartbeat.stop()
+        outcome = _record_error(attempt, stage, exc, lost=heartbeat.lost.is_set())
+        if isinstance(exc, Interrupt):
+            raise
+        if outcome == "retry":
+            raise AttemptRetry(str(exc)) from exc
+        if not isinstance(exc, Exception):
+            raise
+        return outcome
+    finally:
+        heartbeat.stop()
+
+    if heartbeat.lost.is_set() or not attempt_succeed(
+        attempt, stage=stage, values=output.values, on_success=output.on_success
+    ):
+        logger.info("%s %s %s: claim lost before the result was recorded", model.__name__, attempt_id, stage.label)
+        return "lost"
+    return "succeeded"
+
+
+def _record_error(attempt: Attempt, stage: Stage, exc: BaseException, *, lost: bool) -> str:
+    kind, code, message, details = classify(exc)
+    name = f"{type(attempt).__name__} {attempt.pk} {stage.label}"
+    if kind == "canceled" or lost:
+        logger.info("%s: stopped (%s: %s)", name, code, message)
+        return "canceled"
+    if kind == "transient" and tries_left(attempt, stage) > 0:
+        logger.warning("%s: transient error, will retry: %s: %s", name, code, message)
+        attempt_retry_later(attempt, stage=stage, error_type=code, message=message, details=details)
+        return "retry"
+    if kind == "internal":
+        logger.error("%s: failed on an unexpected error", name, exc_info=exc)
+    else:
+        logger.warning("%s: failed (%s): %s", name, code, message)
+    details = {**details, "tries": stage.get(attempt, "tries")}
+    attempt_fail(attempt, stage=stage, error_type=code, message=message, details=details)
+    return "failed"
