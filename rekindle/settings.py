@@ -178,6 +178,40 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 # --- Processing engines -----------------------------------------------------
 REKINDLE_ENGINE = env_choice("REKINDLE_ENGINE", "local", ("local", "comfyui", "runpod"))
 
+# --- ComfyUI ------------------------------------------------------------------
+# The node pool used when REKINDLE_ENGINE=comfyui (rekindle/engines/comfyui/).
+COMFYUI_URLS = [url.rstrip("/") for url in env_list("COMFYUI_URLS")]
+for _comfyui_url in COMFYUI_URLS:
+    if _comfyui_url.split("://", 1)[0].lower() not in ("http", "https"):
+        raise ImproperlyConfigured(f"COMFYUI_URLS must hold http:// or https:// URLs, got {_comfyui_url!r}")
+if REKINDLE_ENGINE == "comfyui" and not COMFYUI_URLS:
+    raise ImproperlyConfigured("REKINDLE_ENGINE=comfyui needs COMFYUI_URLS")
+# Seconds a run may take, per workflow kind; 0 uses the workflow file's timeout_seconds.
+# A RunRequest's own timeout, when shorter, wins.
+COMFYUI_TIMEOUTS = {
+    "restore": env_float("COMFYUI_TIMEOUT_RESTORE", 0.0, minimum=0.0),
+    "animate_preview": env_float("COMFYUI_TIMEOUT_ANIMATE_PREVIEW", 0.0, minimum=0.0),
+    "animate_hd": env_float("COMFYUI_TIMEOUT_ANIMATE_HD", 0.0, minimum=0.0),
+}
+# Our prompts a node runs at a time (ComfyUI runs one at a time; more only queue there).
+COMFYUI_PROMPTS_PER_NODE = env_int("COMFYUI_PROMPTS_PER_NODE", 1, minimum=1)
+# Seconds without a websocket message before the run polls /history and /queue instead.
+COMFYUI_SOCKET_QUIET_SECONDS = env_float("COMFYUI_SOCKET_QUIET_SECONDS", 30.0, minimum=0.1)
+COMFYUI_POLL_SECONDS = env_float("COMFYUI_POLL_SECONDS", 1.0, minimum=0.05)
+# A node that stops answering is skipped and probed again after this, doubling up to the max.
+COMFYUI_NODE_BACKOFF_SECONDS = env_float("COMFYUI_NODE_BACKOFF_SECONDS", 5.0, minimum=0.1)
+COMFYUI_NODE_BACKOFF_MAX_SECONDS = env_float("COMFYUI_NODE_BACKOFF_MAX_SECONDS", 300.0, minimum=0.1)
+# Per HTTP request to a node (uploads, /prompt, /view of a large video).
+COMFYUI_HTTP_TIMEOUT = env_float("COMFYUI_HTTP_TIMEOUT", 60.0, minimum=1.0)
+# How long a run waits for a free node before giving up for now (a transient error).
+COMFYUI_SLOT_WAIT_SECONDS = env_float("COMFYUI_SLOT_WAIT_SECONDS", 60.0, minimum=0.0)
+# How long a run waits for a busy node that has its models loaded before making another switch models.
+COMFYUI_AFFINITY_WAIT_SECONDS = env_float("COMFYUI_AFFINITY_WAIT_SECONDS", 10.0, minimum=0.0)
+# Times a run lost on a node (it died or restarted) is sent again, on another node if there is one.
+COMFYUI_MAX_RESUBMITS = env_int("COMFYUI_MAX_RESUBMITS", 2, minimum=0)
+# Names this worker to the nodes (client_id prefix); default: rekindle-<host>-<pid>.
+COMFYUI_CLIENT_NAME = env_str("COMFYUI_CLIENT_NAME")
+
 # --- Pipelines (restore, animate and HD runs on Dramatiq) --------------------
 # Restores, animations and HD runs a job may have queued or running at once; asking for more is a 409.
 MAX_ATTEMPTS_IN_FLIGHT = env_int("MAX_ATTEMPTS_IN_FLIGHT", 3, minimum=1)
