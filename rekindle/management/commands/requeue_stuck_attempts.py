@@ -1,0 +1,46 @@
+"""Put back attempts whose worker died, resend those the broker never got, fail those out of tries (for cron)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, ClassVar
+
+from animation.models import AnimationAttempt
+from jobs.attempts import HD, MAIN, Stage, attempt_handle_one_stuck
+from jobs.models import Attempt
+from rekindle.cron import CronCommand
+from restoration.models import RestoreAttempt
+
+KINDS: tuple[tuple[type[Attempt], Stage], ...] = (
+    (RestoreAttempt, MAIN),
+    (AnimationAttempt, MAIN),
+    (AnimationAttempt, HD),
+)
+
+
+class Command(CronCommand):
+    help = (
+        "Requeue running attempts whose lease ran out (their worker died), or fail them when their tries are "
+        "spent; resend queued attempts whose message never reached the broker or went out longer than "
+        "QUEUED_RESEND_SECONDS ago. Safe to run twice at once: each attempt is taken with SKIP LOCKED."
+    )
+    default_interval: ClassVar[float] = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.actions: Counter[str] = Counter()
+
+    def handle_one(self) -> bool:
+        """Deal with one stuck attempt of any kind; False when none is left."""
+        for model, stage in KINDS:
+            outcome = attempt_handle_one_stuck(model, stage=stage)
+            if outcome is not None:
+                self.actions[outcome.action] += 1
+                return True
+        return False
+
+    def summary(self) -> str:
+        return (
+            f"requeued {self.actions['requeued']}, resent {self.actions['resent']}, "
+            f"failed {self.actions['failed']} attempt(s)"
+        )
