@@ -7,7 +7,7 @@ from typing import Any
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
 
-class Auth0JWTScheme(OpenApiAuthenticationExtension):  # type: ignore[misc]
+class Auth0JWTScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
     target_class = "rekindle.auth.authentication.Auth0JWTAuthentication"
     name = "auth0"
 

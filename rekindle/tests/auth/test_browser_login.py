@@ -58,10 +58,15 @@ def test_it_sends_the_browser_to_the_auth0_tenant(client: Client, auth0_login: N
 
 def test_it_answers_cors_preflights_for_the_frontend_only(client: Client, settings: Any) -> None:
     settings.CORS_ALLOWED_ORIGINS = ["https://rekindle.example"]
-    preflight = {"HTTP_ACCESS_CONTROL_REQUEST_METHOD": "POST", "HTTP_ACCESS_CONTROL_REQUEST_HEADERS": "authorization"}
 
-    allowed = client.options("/api/v1/jobs/upload", HTTP_ORIGIN="https://rekindle.example", **preflight)
-    other = client.options("/api/v1/jobs/upload", HTTP_ORIGIN="https://evil.example", **preflight)
+    def preflight(origin: str) -> Any:
+        headers = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+        return client.options(
+            "/api/v1/jobs/upload", headers={**headers, "Access-Control-Request-Headers": "authorization"}
+        )
+
+    allowed = preflight("https://rekindle.example")
+    other = preflight("https://evil.example")
 
     assert allowed["Access-Control-Allow-Origin"] == "https://rekindle.example"
     assert "authorization" in allowed["Access-Control-Allow-Headers"]
