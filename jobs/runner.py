@@ -223,6 +223,8 @@ def classify(exc: BaseException) -> tuple[str, str, str, dict[str, Any]]:
         if _storage_error_is_transient(exc):
             return "transient", "storage_unavailable", f"Storage answered {code or 'an error'}; will retry.", {}
         return "permanent", "storage_error", f"Storage refused the request: {code or exc}", {}
+    if isinstance(exc, FileNotFoundError):
+        return "permanent", "input_missing", "A stored input of this run is gone.", {"path": str(exc.filename or "")}
     if isinstance(exc, BotoConnectionError | RequestException | ConnectionError | TimeoutError):
         return "transient", "connection_error", f"{type(exc).__name__}: {exc}", {}
     if isinstance(exc, BotoCoreError):
