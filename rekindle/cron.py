@@ -101,7 +101,7 @@ class CronCommand(BaseCommand):
     """
 
     # Held for a whole round when set: a second run at the same time does nothing.
-    lock_name: ClassVar[str | None] = None
+    lock_name: str | None = None
     default_interval: ClassVar[float] = 60.0
     # At most this many units per round (None: until handle_one returns False).
     units_per_round: ClassVar[int | None] = None
