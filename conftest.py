@@ -10,14 +10,16 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import dramatiq
 import pytest
 from django.core.cache import caches
 from PIL import Image
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
-pytest_plugins = ["rekindle.testing.s3"]
+pytest_plugins = ["rekindle.testing.s3", "rekindle.testing.comfyui_fixtures"]
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +37,24 @@ def _empty_caches() -> Iterator[None]:
     yield
     for cache in caches.all():
         cache.clear()
+
+
+@pytest.fixture
+def stub_broker() -> Iterator[Any]:
+    """The settings' StubBroker (tests run without REDIS_URL), emptied before and after the test."""
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    yield broker
+    broker.flush_all()
+
+
+@pytest.fixture
+def stub_worker(stub_broker: Any) -> Iterator[dramatiq.Worker]:
+    """A worker on the stub broker; run queued messages with ``stub_broker.join(queue_name)``."""
+    worker = dramatiq.Worker(stub_broker, worker_timeout=100)
+    worker.start()
+    yield worker
+    worker.stop()
 
 
 @pytest.fixture

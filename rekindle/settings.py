@@ -155,6 +155,10 @@ FILE_UPLOAD_HANDLERS = ["django.core.files.uploadhandler.TemporaryFileUploadHand
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024  # non-file fields only
 FILE_UPLOAD_TEMP_DIR = env_str("FILE_UPLOAD_TEMP_DIR") or None
 
+# --- Jobs API ---------------------------------------------------------------
+# Jobs per page of GET /api/v1/jobs (a client may ask for up to 100 with ?page_size=).
+JOBS_PAGE_SIZE = env_int("JOBS_PAGE_SIZE", 20, minimum=1)
+
 # --- Background work (Dramatiq) ---------------------------------------------
 REDIS_URL = env_url("REDIS_URL", schemes=("redis", "rediss", "unix"))
 # Without Redis, actors run in this process: `manage.py serve` starts a worker

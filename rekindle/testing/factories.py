@@ -1,7 +1,8 @@
 """factory_boy factories for the test suite: users, jobs and their attempts.
 
 ``JobFactory(token="...")`` sets the job's access token (only its hash is stored) and
-leaves it readable as ``job.token``; by default each job gets its own token.
+leaves it readable as ``job.token`` (typed: ``token_of(job)``); by default each job
+gets its own token. ``JobFactory.create()`` is typed as returning a ``Job``.
 ``JobFactory(stored_original=True)`` also writes a small real JPEG at the job's
 ``original_key`` in the current default storage (local or the S3 bucket fixture) and
 records its size and hash, for tests that process the original.
@@ -44,6 +45,12 @@ def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = 
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def token_of(job: Job) -> str:
+    """The access token a ``JobFactory`` job was made with."""
+    token: str = getattr(job, "token")  # noqa: B009  (set by JobFactory, unknown to the model's type)
+    return token
 
 
 def _store_original(job: Job, create: bool, extracted: Any) -> None:

@@ -1,0 +1,177 @@
+"""The jobs API: upload a photo, read a job with its attempts, list your jobs, delete a job.
+
+Views validate input, call a service or selector, and serialize; the rules live in
+``jobs.services``, ``jobs.selectors`` and ``jobs.access``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs.access import LINK_QUERY_PARAM, TOKEN_HEADER, TOKEN_QUERY_PARAM, job_for_request
+from jobs.models import Job
+from jobs.selectors import job_detail_queryset, job_list_for_owner
+from jobs.serializers import (
+    ErrorSerializer,
+    JobCreatedSerializer,
+    JobSerializer,
+    JobSummarySerializer,
+    JobUploadInputSerializer,
+)
+from jobs.services import job_create, job_delete
+from rekindle.api_errors import ApiError
+from rekindle.images import UploadSizeLimitHandler
+
+
+class NotSignedIn(ApiError):
+    # Raised directly rather than through DRF's NotAuthenticated, which DRF turns
+    # into a 403 when the first authentication class sends no WWW-Authenticate.
+    status_code = status.HTTP_401_UNAUTHORIZED
+    default_code = "not_authenticated"
+    default_detail = "Sign in to list your jobs."
+
+
+def _error(description: str) -> OpenApiResponse:
+    return OpenApiResponse(ErrorSerializer, description=description)
+
+
+TOKEN_PARAMETERS = [
+    OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The job's id."),
+    OpenApiParameter(
+        TOKEN_HEADER,
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description="The job's access token from the upload response (not needed by the job's owner).",
+    ),
+    OpenApiParameter(
+        TOKEN_QUERY_PARAM,
+        OpenApiTypes.STR,
+        OpenApiParameter.QUERY,
+        description=f"The access token, for links where a header cannot be set; `{TOKEN_HEADER}` wins.",
+    ),
+    OpenApiParameter(
+        LINK_QUERY_PARAM,
+        OpenApiTypes.STR,
+        OpenApiParameter.QUERY,
+        description="The signed, expiring access code carried by the links in Rekindle's emails.",
+    ),
+]
+NOT_FOUND = _error("`not_found`: no such job, or it is not yours (the same answer either way).")
+
+
+class JobUploadView(APIView):
+    parser_classes = [MultiPartParser]
+    throttle_scope = "upload"
+
+    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
+        # Set before anything reads the body: the size limit applies while it streams to disk.
+        request.upload_handlers = [UploadSizeLimitHandler(request), TemporaryFileUploadHandler(request)]
+        return super().initialize_request(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="jobs_upload",
+        summary="Upload a photo",
+        description=(
+            "Starts a job from a photo and an email address. The answer carries the job's access token "
+            "once; keep it to read or delete the job. A signed-in caller also becomes the job's owner."
+        ),
+        request={"multipart/form-data": JobUploadInputSerializer},
+        responses={
+            201: JobCreatedSerializer,
+            400: _error(
+                "`invalid` (a missing or bad field; `details.fields` names it), `image_too_large` "
+                "(too many pixels), or `invalid_image` (truncated or undecodable)."
+            ),
+            413: _error("`file_too_large`: over the upload size limit."),
+            415: _error("`unsupported_media_type`: not a JPEG, PNG, WebP, TIFF or BMP photo (or animated)."),
+            429: _error("`throttled`: too many uploads; see `Retry-After`."),
+        },
+        tags=["jobs"],
+    )
+    def post(self, request: Request) -> Response:
+        serializer = JobUploadInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        created = job_create(
+            email=serializer.validated_data["email"],
+            image=serializer.validated_data["image"],
+            owner=request.user if request.user.is_authenticated else None,
+        )
+        job = job_detail_queryset().get(pk=created.job.pk)
+        data = JobCreatedSerializer(job, context={"request": request, "token": created.token}).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class JobPagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+    def get_page_size(self, request: Request) -> int | None:
+        self.page_size = settings.JOBS_PAGE_SIZE
+        return super().get_page_size(request)
+
+
+class JobListView(generics.ListAPIView[Job]):
+    serializer_class = JobSummarySerializer
+    pagination_class = JobPagination
+
+    def get_queryset(self) -> QuerySet[Job]:
+        return job_list_for_owner(owner=self.request.user)  # type: ignore[arg-type]  # checked in get()
+
+    @extend_schema(
+        operation_id="jobs_list",
+        summary="List your jobs",
+        description="The signed-in caller's jobs, newest first, a page at a time.",
+        responses={
+            200: JobSummarySerializer(many=True),
+            401: _error("`not_authenticated`: sign in first."),
+            404: _error("`not_found`: the page number is past the end."),
+        },
+        tags=["jobs"],
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        if not request.user.is_authenticated:
+            raise NotSignedIn()
+        return super().get(request, *args, **kwargs)
+
+
+class JobDetailView(APIView):
+    @extend_schema(
+        operation_id="jobs_retrieve",
+        summary="Read a job",
+        description=(
+            "The job with every restore and animation attempt, oldest first. File URLs are made on "
+            "demand and expire (presigned on S3): fetch the job again for fresh ones."
+        ),
+        parameters=TOKEN_PARAMETERS,
+        responses={200: JobSerializer, 404: NOT_FOUND},
+        tags=["jobs"],
+    )
+    def get(self, request: Request, job_id: str) -> Response:
+        job = job_for_request(request, job_id, queryset=job_detail_queryset())
+        return Response(JobSerializer(job, context={"request": request}).data)
+
+    @extend_schema(
+        operation_id="jobs_destroy",
+        summary="Delete a job",
+        description="Deletes the job and its attempts at once; its stored files are removed shortly after.",
+        parameters=TOKEN_PARAMETERS,
+        responses={204: OpenApiResponse(description="Deleted."), 404: NOT_FOUND},
+        tags=["jobs"],
+    )
+    def delete(self, request: Request, job_id: str) -> Response:
+        job = job_for_request(request, job_id)
+        job_delete(job=job)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,92 @@
+"""Writes of jobs: creating one from an upload, deleting one with its files."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import IO
+
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from jobs.access import new_job_token
+from jobs.models import Job
+from rekindle import storage
+from rekindle.images import normalize_image
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CreatedJob:
+    job: Job
+    token: str  # shown to the uploader once; only its hash is stored
+
+
+def job_create(*, email: str, image: IO[bytes], owner: User | None = None) -> CreatedJob:
+    """Check and normalize the photo, store it at ``processed/{job_id}.{ext}``, then record the job.
+
+    The file is written first, outside any transaction (no network call holds a
+    transaction open), and the row is committed after it, so a committed job always
+    has its file. If recording the row fails, the file is deleted again. The row is
+    created in its own outermost (``durable``) transaction, so "committed" really means
+    committed when this returns; calling it inside another transaction is an error.
+
+    Raises the ``rekindle.images`` errors (415, 413, 400) for a bad upload; nothing is
+    stored then.
+    """
+    normalized = normalize_image(image)
+    job_id = uuid.uuid4()
+    key = storage.processed_key(job_id, normalized.ext)
+    token, token_hash = new_job_token()
+    try:
+        storage.put(key, normalized.file, content_type=normalized.content_type)
+    finally:
+        normalized.close()
+    try:
+        with transaction.atomic(durable=True):
+            job = Job.objects.create(
+                id=job_id,
+                email=email,
+                owner=owner if owner is not None and owner.is_authenticated else None,
+                token_hash=token_hash,
+                original_key=key,
+                original_format=normalized.format,
+                original_width=normalized.width,
+                original_height=normalized.height,
+                original_bytes=normalized.size,
+                original_sha256=normalized.sha256,
+            )
+    except BaseException:
+        try:
+            storage.delete_key(key)
+        except Exception:
+            logger.exception("job_create: could not remove %s after the job was not recorded", key)
+        raise
+    logger.info(
+        "job %s created: %s %dx%d from %s, %d bytes",
+        job.id,
+        normalized.format,
+        normalized.width,
+        normalized.height,
+        normalized.source_format,
+        normalized.size,
+    )
+    return CreatedJob(job=job, token=token)
+
+
+def job_delete(*, job: Job) -> None:
+    """Delete the job and its attempts now; its files go after commit, in ``cleanup_job_s3_files``.
+
+    The files are removed by a background actor because a job may have hundreds of
+    objects and S3 may be slow or down; the rows go at once so the job disappears
+    from the API immediately. A failure to enqueue leaves orphans behind, which
+    ``manage.py prune_orphan_files`` removes later.
+    """
+    from jobs.tasks import cleanup_job_s3_files
+
+    job_id = str(job.id)
+    with transaction.atomic():
+        job.delete()
+        transaction.on_commit(lambda: cleanup_job_s3_files.send(job_id))
