@@ -1,0 +1,113 @@
+"""process_animation and generate_hd_result with the local CPU engine: preview, thumbnail, HD result."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import av
+import dramatiq
+import pytest
+from django.core import mail
+from PIL import Image
+
+from animation.models import AnimationAttempt
+from animation.services import AnimationNotReady, NoRestoreToAnimate, animation_attempt_create, hd_result_generate
+from jobs.attempts import attempt_timestamp_id
+from jobs.models import AttemptStatus, Job
+from rekindle import storage
+from rekindle.testing.factories import AnimationAttemptFactory, JobFactory, RestoreAttemptFactory, jpeg_bytes
+from restoration.models import RestoreAttempt
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SMALL = {"seconds": 1, "fps": 8, "width": 256, "height": 256, "seed": 3}
+
+
+@pytest.fixture
+def worker() -> Iterator[dramatiq.Worker]:
+    broker = dramatiq.get_broker()
+    broker.flush_all()
+    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1)
+    worker.start()
+    yield worker
+    worker.stop()
+    broker.flush_all()
+
+
+def drain(worker: dramatiq.Worker) -> None:
+    worker.broker.join("animation", fail_fast=True)
+    worker.join()
+
+
+def restored_job() -> tuple[Job, RestoreAttempt]:
+    job = JobFactory()
+    restore = RestoreAttemptFactory(job=job, succeeded=True)
+    storage.put(restore.result_key, jpeg_bytes(320, 240), content_type="image/jpeg")
+    Job.objects.filter(pk=job.pk).update(selected_restore=restore)
+    return job, restore
+
+
+def frames_of(data: bytes) -> int:
+    with av.open(io.BytesIO(data)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_it_animates_the_selected_restore_into_a_preview_and_thumbnail(worker: dramatiq.Worker) -> None:
+    job, restore = restored_job()
+
+    attempt = animation_attempt_create(job=job, params=SMALL)
+    drain(worker)
+
+    attempt.refresh_from_db()
+    assert attempt.status == AttemptStatus.SUCCEEDED, attempt.error_message
+    assert attempt.restore_id == restore.pk
+    ts = attempt_timestamp_id(attempt)
+    assert attempt.preview_key == f"animated/{job.id}/{ts}_preview.mp4"
+    assert attempt.thumbnail_key == f"thumbnails/{job.id}/{ts}.jpg"
+    preview = storage.read_bytes(attempt.preview_key)
+    assert preview[4:8] == b"ftyp"
+    assert frames_of(preview) >= 8  # a second at 8 fps (Wan counts 4n+1 frames)
+    assert Image.open(io.BytesIO(storage.read_bytes(attempt.thumbnail_key))).format == "JPEG"
+    job.refresh_from_db()
+    assert job.latest_animation_id == attempt.pk
+    assert len(mail.outbox) == 1
+    assert "animation preview" in mail.outbox[0].subject
+
+
+def test_it_refuses_to_animate_without_a_succeeded_restore() -> None:
+    job = JobFactory()
+    failed = RestoreAttemptFactory(job=job, failed=True)
+
+    with pytest.raises(NoRestoreToAnimate):
+        animation_attempt_create(job=job, params=SMALL)
+    with pytest.raises(NoRestoreToAnimate):
+        animation_attempt_create(job=job, restore_id=failed.pk, params=SMALL)
+    assert AnimationAttempt.objects.count() == 0
+
+
+def test_it_makes_the_hd_result_once_paid_for(worker: dramatiq.Worker) -> None:
+    job, restore = restored_job()
+    animation = AnimationAttemptFactory(job=job, restore=restore, succeeded=True, parameters=SMALL)
+
+    assert hd_result_generate(animation=animation)
+    assert not hd_result_generate(animation=animation)  # a second payment notice changes nothing
+    drain(worker)
+
+    animation.refresh_from_db()
+    assert animation.hd_paid
+    assert animation.hd_status == AttemptStatus.SUCCEEDED, animation.hd_error_message
+    assert animation.hd_result_key == f"animated/{job.id}/{attempt_timestamp_id(animation)}_result.mp4"
+    assert frames_of(storage.read_bytes(animation.hd_result_key)) >= 8
+    assert animation.hd_tries == 1
+    assert animation.tries == 0
+    assert [m.subject for m in mail.outbox] == ["Your HD video is ready"]
+
+
+def test_it_makes_no_hd_result_of_an_unfinished_preview() -> None:
+    animation = AnimationAttemptFactory()
+
+    with pytest.raises(AnimationNotReady):
+        hd_result_generate(animation=animation)
+    animation.refresh_from_db()
+    assert animation.hd_status == ""
