@@ -62,6 +62,12 @@ def pytest_configure(config: pytest.Config) -> None:
         if ON_CI:
             raise pytest.UsageError(message + " (CI is set, so this is a failure, not a skip)")
         sys.stderr.write(f"\n*** {message}.\n*** Running what can run: SQLite, and no Redis tests.\n\n")
+    if POSTGRES_AVAILABLE:
+        # A test database of this run's own, so two runs on one server (two checkouts, a developer and CI)
+        # never drop each other's database. pytest-xdist adds its _gwN suffix to this name.
+        from django.conf import settings
+
+        settings.DATABASES["default"]["TEST"] = {"NAME": f"test_rekindle_{os.getpid()}"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
