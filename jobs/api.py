@@ -34,6 +34,7 @@ from jobs.serializers import (
 from jobs.services import job_create, job_delete
 from rekindle.api_errors import ApiError
 from rekindle.images import UploadSizeLimitHandler
+from restoration.services import restore_attempt_create
 
 
 class NotSignedIn(ApiError):
@@ -109,6 +110,8 @@ class JobUploadView(APIView):
             image=serializer.validated_data["image"],
             owner=request.user if request.user.is_authenticated else None,
         )
+        if serializer.validated_data["restore"]:
+            restore_attempt_create(job=created.job, params=None)
         job = job_detail_queryset().get(pk=created.job.pk)
         data = JobCreatedSerializer(job, context={"request": request, "token": created.token}).data
         return Response(data, status=status.HTTP_201_CREATED)

@@ -54,6 +54,11 @@ class JobUploadInputSerializer(serializers.Serializer[Any]):
         help_text="The photo: JPEG, PNG, WebP, TIFF or BMP, decided by its content, not its name.",
     )
     email = serializers.EmailField(max_length=254, help_text="Where to send news about this job.")
+    restore = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Queue the first restore attempt at once, with the default parameters.",
+    )
 
 
 # --- Output ------------------------------------------------------------------
@@ -86,6 +91,7 @@ _ATTEMPT_FIELDS = [
     "started_at",
     "finished_at",
     "duration_seconds",
+    "tries",
     "error",
 ]
 
@@ -120,6 +126,9 @@ class AnimationAttemptSerializer(_AttemptSerializer):
             "hd_paid",
             "hd_status",
             "hd_progress",
+            "hd_queued_at",
+            "hd_started_at",
+            "hd_finished_at",
             "hd_result_url",
             "hd_error",
         ]
