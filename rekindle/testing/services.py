@@ -67,7 +67,7 @@ def pytest_configure(config: pytest.Config) -> None:
         # never drop each other's database. pytest-xdist adds its _gwN suffix to this name.
         from django.conf import settings
 
-        settings.DATABASES["default"]["TEST"] = {"NAME": f"test_rekindle_{os.getpid()}"}
+        settings.DATABASES["default"].setdefault("TEST", {})["NAME"] = f"test_rekindle_{os.getpid()}"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
