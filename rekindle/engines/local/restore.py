@@ -23,7 +23,7 @@ Array = npt.NDArray[Any]
 # Called with (step name, fraction of the restoration done) after each step.
 StepCallback = Callable[[str, float], None]
 
-# Past this, Pillow's decoder is refused (the upload API already limits pixels; this guards the engine itself).
+# Larger images are refused before decoding (the upload API limits pixels already; this guards the engine).
 MAX_INPUT_PIXELS = 80_000_000
 
 
@@ -51,12 +51,15 @@ class RestoreReport:
 
 def decode_image(data: bytes) -> Array:
     """The image as an 8-bit BGR array, turned upright by its EXIF orientation."""
-    Image.MAX_IMAGE_PIXELS = MAX_INPUT_PIXELS
     try:
         with Image.open(io.BytesIO(data)) as opened:
+            if opened.width * opened.height > MAX_INPUT_PIXELS:
+                raise BadImageError(f"The image is too large to process ({opened.width}x{opened.height}).")
             opened.load()
             upright = ImageOps.exif_transpose(opened)
             rgb = upright.convert("RGB")
+    except BadImageError:
+        raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError, SyntaxError) as exc:
         raise BadImageError(f"Not a readable image: {exc}") from exc
     if rgb.width < 8 or rgb.height < 8:

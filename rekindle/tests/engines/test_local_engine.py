@@ -218,6 +218,15 @@ def test_it_refuses_bytes_that_are_not_an_image(data: bytes) -> None:
     assert not caught.value.transient
 
 
+def test_it_refuses_an_image_too_large_to_decode_before_decoding_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("rekindle.engines.local.restore.MAX_INPUT_PIXELS", WIDTH * HEIGHT - 1)
+
+    with pytest.raises(PermanentEngineError) as caught:
+        run("restore", png(smooth_photo()))
+    assert caught.value.code == "invalid_input"
+    assert "too large" in caught.value.message
+
+
 def test_it_refuses_unknown_workflows_and_bad_parameters() -> None:
     with pytest.raises(PermanentEngineError) as caught:
         run("restore", png(smooth_photo()), {"megapixels": 99})
