@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import Any
 
 import av
 import dramatiq
@@ -36,21 +37,23 @@ def worker() -> Iterator[dramatiq.Worker]:
 
 
 def drain(worker: dramatiq.Worker) -> None:
-    worker.broker.join("animation", fail_fast=True)
+    broker: Any = worker.broker
+    broker.join("animation", fail_fast=True)
     worker.join()
 
 
 def restored_job() -> tuple[Job, RestoreAttempt]:
-    job = JobFactory()
-    restore = RestoreAttemptFactory(job=job, succeeded=True)
+    job = JobFactory.create()
+    restore = RestoreAttemptFactory.create(job=job, succeeded=True)
     storage.put(restore.result_key, jpeg_bytes(320, 240), content_type="image/jpeg")
     Job.objects.filter(pk=job.pk).update(selected_restore=restore)
     return job, restore
 
 
 def frames_of(data: bytes) -> int:
-    with av.open(io.BytesIO(data)) as container:
-        return sum(1 for _ in container.decode(video=0))
+    container: Any = av.open(io.BytesIO(data))
+    with container:
+        return len(list(container.decode(video=0)))
 
 
 def test_it_animates_the_selected_restore_into_a_preview_and_thumbnail(worker: dramatiq.Worker) -> None:
@@ -76,8 +79,8 @@ def test_it_animates_the_selected_restore_into_a_preview_and_thumbnail(worker: d
 
 
 def test_it_refuses_to_animate_without_a_succeeded_restore() -> None:
-    job = JobFactory()
-    failed = RestoreAttemptFactory(job=job, failed=True)
+    job = JobFactory.create()
+    failed = RestoreAttemptFactory.create(job=job, failed=True)
 
     with pytest.raises(NoRestoreToAnimate):
         animation_attempt_create(job=job, params=SMALL)
@@ -88,7 +91,7 @@ def test_it_refuses_to_animate_without_a_succeeded_restore() -> None:
 
 def test_it_makes_the_hd_result_once_paid_for(worker: dramatiq.Worker) -> None:
     job, restore = restored_job()
-    animation = AnimationAttemptFactory(job=job, restore=restore, succeeded=True, parameters=SMALL)
+    animation = AnimationAttemptFactory.create(job=job, restore=restore, succeeded=True, parameters=SMALL)
 
     assert hd_result_generate(animation=animation)
     assert not hd_result_generate(animation=animation)  # a second payment notice changes nothing
@@ -105,7 +108,7 @@ def test_it_makes_the_hd_result_once_paid_for(worker: dramatiq.Worker) -> None:
 
 
 def test_it_makes_no_hd_result_of_an_unfinished_preview() -> None:
-    animation = AnimationAttemptFactory()
+    animation = AnimationAttemptFactory.create()
 
     with pytest.raises(AnimationNotReady):
         hd_result_generate(animation=animation)

@@ -54,7 +54,7 @@ def expire_lease(attempt: RestoreAttempt) -> None:
 
 
 def test_it_claims_a_queued_attempt_once() -> None:
-    attempt = RestoreAttemptFactory()
+    attempt = RestoreAttemptFactory.create()
 
     claimed = attempt_claim(RestoreAttempt, attempt.pk)
 
@@ -69,12 +69,12 @@ def test_it_claims_a_queued_attempt_once() -> None:
 
 def test_it_does_not_claim_a_finished_or_canceled_attempt() -> None:
     for status in (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELED):
-        attempt = RestoreAttemptFactory(status=status)
+        attempt = RestoreAttemptFactory.create(status=status)
         assert attempt_claim(RestoreAttempt, attempt.pk) is None
 
 
 def test_it_clears_the_previous_error_on_claim() -> None:
-    attempt = RestoreAttemptFactory(error_type="node_down", error_message="x", error_details={"a": 1})
+    attempt = RestoreAttemptFactory.create(error_type="node_down", error_message="x", error_details={"a": 1})
 
     claimed = attempt_claim(RestoreAttempt, attempt.pk)
 
@@ -83,7 +83,7 @@ def test_it_clears_the_previous_error_on_claim() -> None:
 
 
 def test_it_refuses_writes_from_a_claim_that_was_taken_over(stub_broker: dramatiq.Broker) -> None:
-    attempt = RestoreAttemptFactory()
+    attempt = RestoreAttemptFactory.create()
     first = attempt_claim(RestoreAttempt, attempt.pk)
     assert first is not None
     expire_lease(first)
@@ -105,7 +105,7 @@ def test_it_refuses_writes_from_a_claim_that_was_taken_over(stub_broker: dramati
 
 
 def test_it_renews_the_lease_and_records_progress() -> None:
-    attempt = RestoreAttemptFactory()
+    attempt = RestoreAttemptFactory.create()
     claimed = attempt_claim(RestoreAttempt, attempt.pk)
     assert claimed is not None
     RestoreAttempt.objects.filter(pk=attempt.pk).update(lease_expires_at=timezone.now())
@@ -119,7 +119,7 @@ def test_it_renews_the_lease_and_records_progress() -> None:
 
 
 def test_it_puts_a_transient_failure_back_in_the_queue_with_its_error() -> None:
-    attempt = RestoreAttemptFactory()
+    attempt = RestoreAttemptFactory.create()
     claimed = attempt_claim(RestoreAttempt, attempt.pk)
     assert claimed is not None
 
@@ -133,7 +133,7 @@ def test_it_puts_a_transient_failure_back_in_the_queue_with_its_error() -> None:
 
 
 def test_it_fails_with_the_error_and_emails_once(django_capture_on_commit_callbacks) -> None:
-    attempt = RestoreAttemptFactory()
+    attempt = RestoreAttemptFactory.create()
     claimed = attempt_claim(RestoreAttempt, attempt.pk)
     assert claimed is not None
 
@@ -156,7 +156,7 @@ def test_it_fails_with_the_error_and_emails_once(django_capture_on_commit_callba
 def test_it_sends_the_message_only_after_commit(
     stub_broker: dramatiq.Broker, django_capture_on_commit_callbacks
 ) -> None:
-    attempt = RestoreAttemptFactory(status=AttemptStatus.FAILED)
+    attempt = RestoreAttemptFactory.create(status=AttemptStatus.FAILED)
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert attempt_requeue(attempt)
@@ -172,7 +172,9 @@ def test_it_sends_the_message_only_after_commit(
 def test_it_requeues_a_failed_attempt_on_the_same_row_with_a_fresh_budget(
     stub_broker: dramatiq.Broker, django_capture_on_commit_callbacks
 ) -> None:
-    attempt = RestoreAttemptFactory(status=AttemptStatus.FAILED, tries=3, error_type="node_down", error_message="x")
+    attempt = RestoreAttemptFactory.create(
+        status=AttemptStatus.FAILED, tries=3, error_type="node_down", error_message="x"
+    )
     assert tries_left(attempt) == 0
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -187,13 +189,15 @@ def test_it_requeues_a_failed_attempt_on_the_same_row_with_a_fresh_budget(
 
 
 def test_it_does_not_requeue_a_queued_running_or_succeeded_attempt() -> None:
-    running = RestoreAttemptFactory(status=AttemptStatus.RUNNING, lease_expires_at=timezone.now() + timedelta(hours=1))
-    for attempt in (RestoreAttemptFactory(), running, RestoreAttemptFactory(succeeded=True)):
+    running = RestoreAttemptFactory.create(
+        status=AttemptStatus.RUNNING, lease_expires_at=timezone.now() + timedelta(hours=1)
+    )
+    for attempt in (RestoreAttemptFactory.create(), running, RestoreAttemptFactory.create(succeeded=True)):
         assert not attempt_requeue(attempt)
 
 
 def test_it_requeues_a_running_attempt_whose_lease_ran_out(django_capture_on_commit_callbacks) -> None:
-    attempt = RestoreAttemptFactory(
+    attempt = RestoreAttemptFactory.create(
         status=AttemptStatus.RUNNING, lease_expires_at=timezone.now() - timedelta(seconds=5)
     )
 
@@ -219,7 +223,7 @@ def test_it_cancels_a_running_attempt_and_interrupts_it_on_its_node_after_commit
 ) -> None:
     engine = RecordingEngine()
     monkeypatch.setattr("rekindle.engines.get_engine", lambda name=None: engine)
-    attempt = RestoreAttemptFactory()
+    attempt = RestoreAttemptFactory.create()
     claimed = attempt_claim(RestoreAttempt, attempt.pk)
     assert claimed is not None
     RestoreAttempt.objects.filter(pk=attempt.pk).update(engine="comfyui", node="http://node-a", prompt_id="p-1")
@@ -241,7 +245,7 @@ def test_it_cancels_a_running_attempt_and_interrupts_it_on_its_node_after_commit
 def test_it_cancels_a_queued_attempt_without_touching_any_node(monkeypatch: pytest.MonkeyPatch) -> None:
     engine = RecordingEngine()
     monkeypatch.setattr("rekindle.engines.get_engine", lambda name=None: engine)
-    attempt = RestoreAttemptFactory()
+    attempt = RestoreAttemptFactory.create()
 
     assert attempt_cancel(attempt)
 
@@ -252,7 +256,7 @@ def test_it_cancels_a_queued_attempt_without_touching_any_node(monkeypatch: pyte
 
 
 def test_it_fails_a_stuck_attempt_that_has_no_tries_left(django_capture_on_commit_callbacks) -> None:
-    attempt = RestoreAttemptFactory(status=AttemptStatus.RUNNING, tries=3, lease_expires_at=timezone.now())
+    attempt = RestoreAttemptFactory.create(status=AttemptStatus.RUNNING, tries=3, lease_expires_at=timezone.now())
 
     with django_capture_on_commit_callbacks(execute=True):
         outcome = attempt_handle_one_stuck(RestoreAttempt)
@@ -268,8 +272,8 @@ def test_it_fails_a_stuck_attempt_that_has_no_tries_left(django_capture_on_commi
 def test_it_resends_a_queued_attempt_that_never_reached_the_broker(
     stub_broker: dramatiq.Broker, django_capture_on_commit_callbacks
 ) -> None:
-    never_sent = RestoreAttemptFactory(last_enqueued_at=None)
-    RestoreAttemptFactory(last_enqueued_at=timezone.now())  # sent a moment ago: left alone
+    never_sent = RestoreAttemptFactory.create(last_enqueued_at=None)
+    RestoreAttemptFactory.create(last_enqueued_at=timezone.now())  # sent a moment ago: left alone
 
     with django_capture_on_commit_callbacks(execute=True):
         outcome = attempt_handle_one_stuck(RestoreAttempt)
@@ -281,7 +285,7 @@ def test_it_resends_a_queued_attempt_that_never_reached_the_broker(
 
 
 def test_it_swallows_a_broker_that_is_down_and_leaves_the_attempt_queued() -> None:
-    attempt = RestoreAttemptFactory()
+    attempt = RestoreAttemptFactory.create()
     broker = dramatiq.get_broker()
     # A Redis broker on a port nothing listens on: sending fails as it would with Redis down.
     down = RedisBroker(url="redis://127.0.0.1:1/0", socket_connect_timeout=0.2)
@@ -297,16 +301,16 @@ def test_it_swallows_a_broker_that_is_down_and_leaves_the_attempt_queued() -> No
 
 
 def test_it_derives_one_timestamp_id_per_attempt() -> None:
-    attempt = RestoreAttemptFactory()
+    attempt = RestoreAttemptFactory.create()
     again = RestoreAttempt.objects.get(pk=attempt.pk)
 
     assert attempt_timestamp_id(attempt) == attempt_timestamp_id(again)
     assert attempt_timestamp_id(attempt).endswith(attempt.pk.hex[:4])
-    assert attempt_timestamp_id(attempt) != attempt_timestamp_id(RestoreAttemptFactory(job=attempt.job))
+    assert attempt_timestamp_id(attempt) != attempt_timestamp_id(RestoreAttemptFactory.create(job=attempt.job))
 
 
 def test_it_runs_the_hd_stage_on_its_own_fields() -> None:
-    animation = AnimationAttemptFactory(succeeded=True, hd_status=AttemptStatus.QUEUED)
+    animation = AnimationAttemptFactory.create(succeeded=True, hd_status=AttemptStatus.QUEUED)
 
     claimed = attempt_claim(AnimationAttempt, animation.pk, stage=HD)
     assert claimed is not None
@@ -324,9 +328,9 @@ def test_it_runs_the_hd_stage_on_its_own_fields() -> None:
 
 def test_it_refuses_more_attempts_than_the_job_may_have_in_flight(settings) -> None:
     settings.MAX_ATTEMPTS_IN_FLIGHT = 2
-    first = RestoreAttemptFactory()
-    RestoreAttemptFactory(job=first.job, status=AttemptStatus.RUNNING)
-    RestoreAttemptFactory(job=first.job, status=AttemptStatus.FAILED)
+    first = RestoreAttemptFactory.create()
+    RestoreAttemptFactory.create(job=first.job, status=AttemptStatus.RUNNING)
+    RestoreAttemptFactory.create(job=first.job, status=AttemptStatus.FAILED)
 
     with pytest.raises(attempts.TooManyInFlight):
         attempts.job_lock_for_new_attempt(first.job)

@@ -32,13 +32,13 @@ def sent(queue: str) -> list[str]:
 
 def test_it_handles_one_stuck_attempt_per_call() -> None:
     past = timezone.now() - timedelta(seconds=1)
-    dead_worker = RestoreAttemptFactory(status=AttemptStatus.RUNNING, tries=1, lease_expires_at=past)
-    out_of_tries = RestoreAttemptFactory(status=AttemptStatus.RUNNING, tries=3, lease_expires_at=past)
-    hd_dead_worker = AnimationAttemptFactory(
+    dead_worker = RestoreAttemptFactory.create(status=AttemptStatus.RUNNING, tries=1, lease_expires_at=past)
+    out_of_tries = RestoreAttemptFactory.create(status=AttemptStatus.RUNNING, tries=3, lease_expires_at=past)
+    hd_dead_worker = AnimationAttemptFactory.create(
         succeeded=True, hd_paid=True, hd_status=AttemptStatus.RUNNING, hd_tries=1, hd_lease_expires_at=past
     )
-    never_sent = AnimationAttemptFactory()
-    healthy = RestoreAttemptFactory(
+    never_sent = AnimationAttemptFactory.create()
+    healthy = RestoreAttemptFactory.create(
         status=AttemptStatus.RUNNING, tries=1, lease_expires_at=timezone.now() + timedelta(minutes=1)
     )
     command = Command()
@@ -56,7 +56,7 @@ def test_it_handles_one_stuck_attempt_per_call() -> None:
 
 
 def test_it_runs_as_a_command_with_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    RestoreAttemptFactory(last_enqueued_at=None)
+    RestoreAttemptFactory.create(last_enqueued_at=None)
 
     call_command("requeue_stuck_attempts")
 

@@ -33,7 +33,7 @@ def client_for(job: Job) -> APIClient:
 
 
 def test_it_queues_a_restore_and_sends_its_message_after_commit(django_capture_on_commit_callbacks) -> None:
-    job = JobFactory()
+    job = JobFactory.create()
 
     with django_capture_on_commit_callbacks(execute=True):
         response = client_for(job).post(
@@ -52,7 +52,7 @@ def test_it_queues_a_restore_and_sends_its_message_after_commit(django_capture_o
 
 
 def test_it_refuses_parameters_the_workflow_does_not_allow() -> None:
-    job = JobFactory()
+    job = JobFactory.create()
 
     response = client_for(job).post(
         f"/api/v1/jobs/{job.id}/restore", {"parameters": {"steps": 500, "colour": "red"}}, format="json"
@@ -67,9 +67,9 @@ def test_it_refuses_parameters_the_workflow_does_not_allow() -> None:
 
 def test_it_refuses_more_work_than_the_job_may_have_in_flight(settings) -> None:
     settings.MAX_ATTEMPTS_IN_FLIGHT = 2
-    job = JobFactory()
-    RestoreAttemptFactory(job=job)
-    RestoreAttemptFactory(job=job, status=AttemptStatus.RUNNING)
+    job = JobFactory.create()
+    RestoreAttemptFactory.create(job=job)
+    RestoreAttemptFactory.create(job=job, status=AttemptStatus.RUNNING)
 
     response = client_for(job).post(f"/api/v1/jobs/{job.id}/restore", {}, format="json")
 
@@ -79,7 +79,7 @@ def test_it_refuses_more_work_than_the_job_may_have_in_flight(settings) -> None:
 
 
 def test_it_hides_the_job_from_another_jobs_token() -> None:
-    job, other = JobFactory(), JobFactory()
+    job, other = JobFactory.create(), JobFactory.create()
 
     response = client_for(other).post(f"/api/v1/jobs/{job.id}/restore", {}, format="json")
 
@@ -100,10 +100,10 @@ def test_it_queues_the_first_restore_with_the_upload(jpeg_upload, django_capture
 
 
 def test_it_selects_only_a_succeeded_restore_of_the_job() -> None:
-    job = JobFactory()
-    succeeded = RestoreAttemptFactory(job=job, succeeded=True)
-    failed = RestoreAttemptFactory(job=job, failed=True)
-    elsewhere = RestoreAttemptFactory(succeeded=True)
+    job = JobFactory.create()
+    succeeded = RestoreAttemptFactory.create(job=job, succeeded=True)
+    failed = RestoreAttemptFactory.create(job=job, failed=True)
+    elsewhere = RestoreAttemptFactory.create(succeeded=True)
     client = client_for(job)
     url = f"/api/v1/jobs/{job.id}/select-restore"
 
@@ -120,9 +120,9 @@ def test_it_selects_only_a_succeeded_restore_of_the_job() -> None:
 
 
 def test_it_animates_the_selected_restore_or_the_one_named(django_capture_on_commit_callbacks) -> None:
-    job = JobFactory()
-    selected = RestoreAttemptFactory(job=job, succeeded=True)
-    other = RestoreAttemptFactory(job=job, succeeded=True)
+    job = JobFactory.create()
+    selected = RestoreAttemptFactory.create(job=job, succeeded=True)
+    other = RestoreAttemptFactory.create(job=job, succeeded=True)
     Job.objects.filter(pk=job.pk).update(selected_restore=selected)
     client = client_for(job)
 
@@ -137,8 +137,8 @@ def test_it_animates_the_selected_restore_or_the_one_named(django_capture_on_com
 
 
 def test_it_refuses_to_animate_before_any_restore_succeeded() -> None:
-    job = JobFactory()
-    RestoreAttemptFactory(job=job, status=AttemptStatus.RUNNING)
+    job = JobFactory.create()
+    RestoreAttemptFactory.create(job=job, status=AttemptStatus.RUNNING)
 
     response = client_for(job).post(f"/api/v1/jobs/{job.id}/animate", {}, format="json")
 
@@ -148,11 +148,13 @@ def test_it_refuses_to_animate_before_any_restore_succeeded() -> None:
 
 
 def test_it_shows_each_attempt_with_its_state_timings_node_error_and_outputs() -> None:
-    job = JobFactory()
-    restore = RestoreAttemptFactory(job=job, succeeded=True, node="http://gpu-1:8188", tries=1)
-    RestoreAttemptFactory(job=job, failed=True)
-    unpaid = AnimationAttemptFactory(job=job, restore=restore, succeeded=True, hd_result_key="animated/x_result.mp4")
-    paid = AnimationAttemptFactory(job=job, restore=restore, succeeded=True, hd_ready=True)
+    job = JobFactory.create()
+    restore = RestoreAttemptFactory.create(job=job, succeeded=True, node="http://gpu-1:8188", tries=1)
+    RestoreAttemptFactory.create(job=job, failed=True)
+    unpaid = AnimationAttemptFactory.create(
+        job=job, restore=restore, succeeded=True, hd_result_key="animated/x_result.mp4"
+    )
+    paid = AnimationAttemptFactory.create(job=job, restore=restore, succeeded=True, hd_ready=True)
 
     body = client_for(job).get(f"/api/v1/jobs/{job.id}").json()
 

@@ -47,7 +47,8 @@ def worker() -> Iterator[dramatiq.Worker]:
 
 
 def drain(worker: dramatiq.Worker) -> None:
-    worker.broker.join("restoration", fail_fast=True)
+    broker: Any = worker.broker
+    broker.join("restoration", fail_fast=True)
     worker.join()
 
 
@@ -86,7 +87,7 @@ def use_engine(monkeypatch: pytest.MonkeyPatch):
 
 
 def test_it_restores_stores_the_result_at_its_key_and_selects_it(worker: dramatiq.Worker) -> None:
-    job = JobFactory(stored_original=True)
+    job = JobFactory.create(stored_original=True)
 
     attempt = restore_attempt_create(job=job, params=SMALL)
     drain(worker)
@@ -105,7 +106,7 @@ def test_it_restores_stores_the_result_at_its_key_and_selects_it(worker: dramati
 
 
 def test_it_does_nothing_for_a_message_delivered_twice(worker: dramatiq.Worker) -> None:
-    job = JobFactory(stored_original=True)
+    job = JobFactory.create(stored_original=True)
     attempt = restore_attempt_create(job=job, params=SMALL)
     drain(worker)
 
@@ -119,8 +120,8 @@ def test_it_does_nothing_for_a_message_delivered_twice(worker: dramatiq.Worker) 
 
 
 def test_it_keeps_the_selected_restore_the_person_picked(worker: dramatiq.Worker) -> None:
-    job = JobFactory(stored_original=True)
-    picked = RestoreAttemptFactory(job=job, succeeded=True)
+    job = JobFactory.create(stored_original=True)
+    picked = RestoreAttemptFactory.create(job=job, succeeded=True)
     Job.objects.filter(pk=job.pk).update(selected_restore=picked)
 
     restore_attempt_create(job=job, params=SMALL)
@@ -135,7 +136,7 @@ def test_it_fails_at_once_on_a_permanent_error(worker: dramatiq.Worker, use_engi
         raise PermanentEngineError("prompt_rejected", "Node 12 (KSampler): value not in list")
 
     engine = use_engine(reject)
-    job = JobFactory(stored_original=True)
+    job = JobFactory.create(stored_original=True)
 
     attempt = restore_attempt_create(job=job, params=SMALL)
     drain(worker)
@@ -149,7 +150,7 @@ def test_it_fails_at_once_on_a_permanent_error(worker: dramatiq.Worker, use_engi
 
 
 def test_it_fails_stored_parameters_the_workflow_no_longer_accepts() -> None:
-    attempt = RestoreAttemptFactory(job=JobFactory(stored_original=True), parameters={"megapixels": 99})
+    attempt = RestoreAttemptFactory.create(job=JobFactory.create(stored_original=True), parameters={"megapixels": 99})
 
     assert restore_attempt_process(attempt_id=str(attempt.pk)) == "failed"
 
@@ -164,7 +165,7 @@ def test_it_retries_a_transient_error_until_its_tries_are_spent(settings, use_en
         raise TransientEngineError("node_unavailable", "No ComfyUI node answered.")
 
     engine = use_engine(node_down)
-    attempt = RestoreAttemptFactory(job=JobFactory(stored_original=True))
+    attempt = RestoreAttemptFactory.create(job=JobFactory.create(stored_original=True))
 
     with pytest.raises(AttemptRetry):
         restore_attempt_process(attempt_id=str(attempt.pk))
@@ -190,7 +191,7 @@ def test_it_stops_a_run_that_is_canceled_meanwhile(use_engine) -> None:
         return jpeg_bytes()
 
     use_engine(wait_for_cancel)
-    attempt = RestoreAttemptFactory(job=JobFactory(stored_original=True))
+    attempt = RestoreAttemptFactory.create(job=JobFactory.create(stored_original=True))
     outcome: list[str] = []
     thread = threading.Thread(target=lambda: outcome.append(restore_attempt_process(attempt_id=str(attempt.pk))))
     thread.start()
@@ -219,7 +220,7 @@ def test_it_renews_the_lease_and_writes_progress_while_the_engine_runs(settings,
         return jpeg_bytes()
 
     use_engine(slow)
-    attempt = RestoreAttemptFactory(job=JobFactory(stored_original=True))
+    attempt = RestoreAttemptFactory.create(job=JobFactory.create(stored_original=True))
     first_lease = timezone.now()
 
     assert restore_attempt_process(attempt_id=str(attempt.pk)) == "succeeded"
