@@ -8,6 +8,7 @@ from django.urls import URLPattern, URLResolver, path
 
 from animation import api as animation_api
 from jobs import api
+from rekindle.auth import api as auth_api
 from restoration import api as restoration_api
 
 urlpatterns: list[URLPattern | URLResolver] = [
@@ -17,4 +18,5 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("jobs/<str:job_id>/restore", restoration_api.RestoreView.as_view(), name="jobs-restore"),
     path("jobs/<str:job_id>/select-restore", restoration_api.SelectRestoreView.as_view(), name="jobs-select-restore"),
     path("jobs/<str:job_id>/animate", animation_api.AnimateView.as_view(), name="jobs-animate"),
+    path("jobs/<str:job_id>/claim", auth_api.JobClaimView.as_view(), name="jobs-claim"),
 ]

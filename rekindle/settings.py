@@ -291,6 +291,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Restore, animation and HD runs share one status set: one schema enum, not one per field.
+    "ENUM_NAME_OVERRIDES": {"AttemptStatusEnum": "jobs.models.AttemptStatus"},
 }
 
 # --- Accounts and security ----------------------------------------------------

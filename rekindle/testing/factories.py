@@ -68,6 +68,7 @@ class UserFactory(DjangoModelFactory[User]):
     class Meta:
         model = User
         django_get_or_create = ("username",)
+        skip_postgeneration_save = True
 
     username = Sequence(lambda n: f"user{n}")
     email = LazyAttribute(lambda o: f"{o.username}@example.com")
@@ -77,6 +78,8 @@ class UserFactory(DjangoModelFactory[User]):
 class JobFactory(DjangoModelFactory[Job]):
     class Meta:
         model = Job
+        # stored_original updates the row itself.
+        skip_postgeneration_save = True
 
     id = LazyFunction(uuid.uuid4)
     email = Sequence(lambda n: f"person{n}@example.com")
