@@ -433,8 +433,8 @@ class ComfyNodePool:
         # worker process runs several runs at once.
         client_id = f"{self.client_name}-{uuid.uuid4().hex[:12]}"
         tracker = PromptTracker(graph, prompt_id)
-        ws = client.open_socket(client_id)
-        try:
+        # Listening before submitting, so no message of the prompt is missed.
+        with client.open_socket(client_id) as ws:
             try:
                 client.submit(graph, prompt_id=prompt_id, client_id=client_id)
             except PromptRejected as exc:
@@ -446,8 +446,6 @@ class ComfyNodePool:
                 on_submitted(node.url, prompt_id)
             progress(0)
             outcome = self._follow(node, ws, tracker, deadline, progress, should_cancel)
-        finally:
-            ws.close()
         return self._finish(node, prompt_id, outcome, progress)
 
     def _stop(self, node: NodeState, prompt_id: str) -> None:

@@ -142,7 +142,7 @@ def describe_execution_error(error: Mapping[str, Any]) -> str:
     exception_type = error.get("exception_type") or "error"
     message = str(error.get("exception_message") or "").strip()
     # ComfyUI appends advice for people at a GPU console after a blank line; keep the first part.
-    message = message.split("\n\n", 1)[0].strip()
+    message = " ".join(message.split("\n\n", 1)[0].split())
     return f"Node {node} ({node_type}) failed: {exception_type}: {message}"
 
 

@@ -107,6 +107,7 @@ class Standin:
         self.wakeup = asyncio.Event()
         self.generation = 0
         self.background: set[asyncio.Future[Any]] = set()
+        self.current_task: asyncio.Future[None] | None = None
 
     # --- object_info and validation -------------------------------------------------
     def object_info(self) -> dict[str, Any]:
@@ -341,6 +342,9 @@ class Standin:
     def forget(self) -> None:
         """What a restarted ComfyUI has: no queue, no history, no loaded models, no sockets."""
         self.generation += 1
+        # A restarted server is not still running the old prompt.
+        if self.current_task is not None:
+            self.current_task.cancel()
         self.pending.clear()
         self.running = None
         self.history.clear()
@@ -365,10 +369,15 @@ class Standin:
             self.running = item
             self.interrupt_requested = False
             generation = self.generation
+            self.current_task = asyncio.ensure_future(self.execute(item, generation))
             try:
-                await self.execute(item, generation)
+                await self.current_task
+            except asyncio.CancelledError:
+                if not self.current_task.cancelled():
+                    raise
             except Exception:
                 logger.exception("stand-in failed while running %s", item.prompt_id)
+            self.current_task = None
             if self.generation == generation:
                 self.running = None
                 self.muted.discard(item.client_id or "")
@@ -480,10 +489,11 @@ class Standin:
                     self.forget()
                     return
                 if models and self.loaded_models != models:
-                    if self.loaded_models is not None and self.config.switch_seconds > 0:
+                    switch = float(self.faults.get("switch_seconds", self.config.switch_seconds))
+                    if self.loaded_models is not None:
                         self.counters["model_switches"] += 1
-                        self.counters["model_switch_ms"] += int(self.config.switch_seconds * 1000)
-                        await asyncio.sleep(self.config.switch_seconds)
+                        self.counters["model_switch_ms"] += int(switch * 1000)
+                        await asyncio.sleep(switch)
                     self.loaded_models = models
                 if self.take_fault("oom"):
                     raise MemoryError(OOM_MESSAGE)
@@ -690,6 +700,7 @@ def make_app(standin: Standin) -> web.Application:
         number = -standin.number if body.get("front") else standin.number
         standin.pending.append(QueuedPrompt(number, prompt_id, prompt, extra_data, outputs))
         standin.counters["prompts"] += 1
+        standin.counters["max_queue"] = max(standin.counters["max_queue"], standin.queue_remaining())
         standin.wakeup.set()
         await standin.send_status()
         return json_response({"prompt_id": prompt_id, "number": number, "node_errors": result["node_errors"]})

@@ -1,0 +1,274 @@
+"""Pytest fixtures that start stand-in ComfyUI servers (``rekindle.testing.comfyui_standin``) as real processes.
+
+Each server is its own process on a free loopback port, so a test can really crash or
+restart it. Processes are started once per test session and handed out by
+``comfy_standins(n)``, which resets each one (faults, counters, queue, history, files)
+and restarts any that a previous test killed.
+
+    def test_it_runs(comfy_standins):
+        node_a, node_b = comfy_standins(2)
+        node_a.set_faults(crash=1)          # the next prompt kills the process mid-run
+        ...
+        assert node_b.counters()["prompts"] == 1
+
+``comfy_settings`` points the Django settings at stand-in nodes (``REKINDLE_ENGINE=comfyui``)
+with short timeouts, for end-to-end tests through ``get_engine()``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from rekindle.engines.base import InputImage
+from rekindle.engines.comfyui.pool import ComfyNodePool, PoolConfig
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "comfyui"
+START_TIMEOUT_SECONDS = 30.0
+
+
+def fixture_graph(name: str) -> dict[str, Any]:
+    """An API-format graph from ``fixtures/comfyui/graphs/`` (``restore_twin``, ``video_twin``,
+    ``restore_flux``, ``animate_wan``)."""
+    graph: dict[str, Any] = json.loads((FIXTURES / "graphs" / f"{name}.json").read_text())
+    return graph
+
+
+def graph_builder(name: str, **input_overrides: Any) -> Callable[[Mapping[str, str]], dict[str, Any]]:
+    """A ``build_graph`` for ``ComfyNodePool.run_graph``: the uploaded ``image`` goes into every LoadImage.
+
+    ``input_overrides`` set other inputs by name wherever a node has them (``megapixels=99``).
+    """
+    template = fixture_graph(name)
+
+    def build(images: Mapping[str, str]) -> dict[str, Any]:
+        graph: dict[str, Any] = json.loads(json.dumps(template))
+        for node in graph.values():
+            if node["class_type"] == "LoadImage":
+                node["inputs"]["image"] = images["image"]
+            for key, value in input_overrides.items():
+                if key in node["inputs"]:
+                    node["inputs"][key] = value
+        return graph
+
+    return build
+
+
+def sample_input(param: str = "image") -> InputImage:
+    """The recorded run's input photo (640x480 JPEG) as an engine input."""
+    return InputImage(param=param, filename="photo.jpg", data=(FIXTURES / "simple_input.jpg").read_bytes())
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class StandinNode:
+    """One stand-in ComfyUI process: its URL, its controls, and start/kill/restart."""
+
+    def __init__(self, *, port: int | None = None, exec_seconds: float = 0.2, switch_seconds: float = 0.0) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.exec_seconds = exec_seconds
+        self.switch_seconds = switch_seconds
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(tempfile.gettempdir()) / f"comfyui-standin-{self.port}.log"
+
+    def __repr__(self) -> str:
+        return f"StandinNode({self.url})"
+
+    # --- process -------------------------------------------------------------------
+    def start(self) -> StandinNode:
+        command = [
+            sys.executable,
+            "-m",
+            "rekindle.testing.comfyui_standin",
+            "--port",
+            str(self.port),
+            "--exec-seconds",
+            str(self.exec_seconds),
+            "--switch-seconds",
+            str(self.switch_seconds),
+        ]
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"stand-in on port {self.port} exited at start; see {self.log_path}")
+            try:
+                if requests.get(self.url + "/system_stats", timeout=1).status_code == 200:
+                    return self
+            except requests.RequestException:
+                time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"stand-in on port {self.port} did not answer within {START_TIMEOUT_SECONDS}s")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        """Kill the process at once (what a node crash looks like from outside)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> StandinNode:
+        """A real restart: a new process on the same port, with empty queue and history."""
+        self.kill()
+        return self.start()
+
+    def wait_dead(self, timeout: float = 10.0) -> bool:
+        """Wait for the process to exit on its own (a crash fault); True if it did."""
+        if self.process is None:
+            return True
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    # --- controls ------------------------------------------------------------------
+    def set_faults(self, **faults: Any) -> dict[str, Any]:
+        """Switch faults on: counted ones (``crash``, ``restart``, ``drop_socket``, ``silent_socket``,
+        ``execution_error``, ``oom``, ``reject``: how many prompts, -1 for all) and settings
+        (``sampler_seconds``, ``switch_seconds``, ``node_delay``, ``missing_classes``, ``missing_models``)."""
+        response = requests.post(self.url + "/_standin/faults", data=json.dumps(faults), timeout=5)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def state(self) -> dict[str, Any]:
+        response = requests.get(self.url + "/_standin/state", timeout=5)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def counters(self) -> dict[str, int]:
+        counters: dict[str, int] = self.state()["counters"]
+        return counters
+
+    def forget(self) -> None:
+        """Restart in place: the server keeps running but forgets queue, history, models and sockets."""
+        requests.post(self.url + "/_standin/restart", timeout=5).raise_for_status()
+
+    def reset(self) -> None:
+        requests.post(self.url + "/_standin/reset", timeout=5).raise_for_status()
+
+
+class StandinFarm:
+    """Stand-in processes kept for a whole test session and lent out to tests."""
+
+    def __init__(self) -> None:
+        self.nodes: list[StandinNode] = []
+
+    def take(self, count: int) -> list[StandinNode]:
+        while len(self.nodes) < count:
+            self.nodes.append(StandinNode().start())
+        taken = self.nodes[:count]
+        for node in taken:
+            if not node.alive():
+                node.start()
+            else:
+                try:
+                    node.reset()
+                except requests.RequestException:
+                    node.restart()
+        return taken
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+@pytest.fixture(scope="session")
+def comfy_standin_farm() -> Iterator[StandinFarm]:
+    farm = StandinFarm()
+    yield farm
+    farm.close()
+
+
+@pytest.fixture
+def comfy_standins(comfy_standin_farm: StandinFarm) -> Callable[[int], list[StandinNode]]:
+    """``comfy_standins(n)``: n running stand-in nodes, reset to a clean state for this test."""
+    return comfy_standin_farm.take
+
+
+@pytest.fixture
+def comfy_standin(comfy_standins: Callable[[int], list[StandinNode]]) -> StandinNode:
+    """One running stand-in node, reset for this test."""
+    return comfy_standins(1)[0]
+
+
+def test_pool_config(nodes: list[StandinNode], **overrides: Any) -> PoolConfig:
+    """Pool settings for tests: short quiet time, fast polling and probing."""
+    values: dict[str, Any] = {
+        "urls": tuple(node.url for node in nodes),
+        "socket_quiet_seconds": 1.0,
+        "poll_seconds": 0.1,
+        "node_backoff_seconds": 0.5,
+        "node_backoff_max_seconds": 2.0,
+        "http_timeout": 10.0,
+        "slot_wait_seconds": 10.0,
+        "affinity_wait_seconds": 0.0,
+        "client_name": "rekindle-tests",
+    }
+    values.update(overrides)
+    return PoolConfig(**values)
+
+
+# Not a test, although its name starts like one.
+test_pool_config.__test__ = False  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def comfy_pool(
+    comfy_standins: Callable[[int], list[StandinNode]],
+) -> Callable[..., tuple[ComfyNodePool, list[StandinNode]]]:
+    """``comfy_pool(n, **config)``: a ComfyNodePool over n fresh stand-in nodes, and the nodes."""
+
+    def make(count: int = 1, **overrides: Any) -> tuple[ComfyNodePool, list[StandinNode]]:
+        nodes = comfy_standins(count)
+        return ComfyNodePool(test_pool_config(nodes, **overrides)), nodes
+
+    return make
+
+
+@pytest.fixture
+def comfy_settings(settings: Any, comfy_standins: Callable[[int], list[StandinNode]]) -> list[StandinNode]:
+    """Two stand-in nodes behind ``get_engine()``: REKINDLE_ENGINE=comfyui with test timings."""
+    nodes = comfy_standins(2)
+    settings.REKINDLE_ENGINE = "comfyui"
+    settings.COMFYUI_URLS = [node.url for node in nodes]
+    settings.COMFYUI_SOCKET_QUIET_SECONDS = 1.0
+    settings.COMFYUI_POLL_SECONDS = 0.1
+    settings.COMFYUI_NODE_BACKOFF_SECONDS = 0.5
+    settings.COMFYUI_NODE_BACKOFF_MAX_SECONDS = 2.0
+    settings.COMFYUI_SLOT_WAIT_SECONDS = 10.0
+    settings.COMFYUI_AFFINITY_WAIT_SECONDS = 0.0
+    return nodes

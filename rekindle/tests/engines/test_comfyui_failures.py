@@ -1,0 +1,253 @@
+"""Every way a ComfyUI run can go wrong, over real HTTP and websockets against stand-in nodes: each ends correctly."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from rekindle.engines.base import EngineCanceled, EngineResult, PermanentEngineError, TransientEngineError
+from rekindle.engines.comfyui.pool import ComfyNodePool
+from rekindle.testing.comfyui_fixtures import StandinNode, graph_builder, sample_input, test_pool_config
+
+pytestmark = pytest.mark.timeout(90)
+
+PoolMaker = Callable[..., tuple[ComfyNodePool, list[StandinNode]]]
+
+
+def run(pool: ComfyNodePool, graph: str = "restore_flux", *, timeout: float = 30.0, **kwargs: Any) -> EngineResult:
+    return pool.run_graph(
+        graph_builder(graph),
+        workflow_name=graph,
+        run_id=f"run-{time.monotonic_ns()}",
+        images=[sample_input()],
+        timeout=timeout,
+        **kwargs,
+    )
+
+
+def test_it_finishes_on_another_node_when_its_node_crashes_mid_run(comfy_pool: PoolMaker) -> None:
+    pool, (first, second) = comfy_pool(2)
+    first.set_faults(crash=1)
+
+    result = run(pool)
+
+    assert first.wait_dead(), "the stand-in should have exited mid-run"
+    assert result.node == second.url
+    assert result.first("image").data.startswith(b"\x89PNG")
+    assert second.counters()["prompts"] == 1
+    assert not pool.node(first.url).is_up()  # type: ignore[union-attr]
+
+
+def test_it_skips_a_node_that_refuses_connections(comfy_pool: PoolMaker) -> None:
+    pool, (first, second) = comfy_pool(2)
+    first.kill()
+
+    result = run(pool)
+
+    assert result.node == second.url
+    assert pool.node(first.url).last_error  # type: ignore[union-attr]
+
+
+def test_it_fails_fast_and_transiently_when_every_node_is_down(comfy_pool: PoolMaker) -> None:
+    pool, nodes = comfy_pool(2)
+    for node in nodes:
+        node.kill()
+
+    with pytest.raises(TransientEngineError) as caught:
+        run(pool)
+
+    assert caught.value.code in ("nodes_unavailable", "node_unavailable")
+
+
+def test_it_reads_the_result_from_history_when_the_socket_drops(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    node.set_faults(drop_socket=1, sampler_seconds=0.5)
+
+    result = run(pool)
+
+    assert result.first("image").data.startswith(b"\x89PNG")
+    counters = node.counters()
+    assert counters["fault_drop_socket"] == 1
+    assert counters["prompts"] == 1  # followed through history, not sent again
+
+
+def test_it_polls_history_when_the_socket_goes_quiet(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1, socket_quiet_seconds=0.5)
+    node.set_faults(silent_socket=1, sampler_seconds=1.5)
+    progress: list[int] = []
+
+    result = run(pool, on_progress=progress.append)
+
+    assert result.first("image").content_type == "image/png"
+    assert node.counters()["prompts"] == 1
+    assert progress[-1] == 100
+
+
+def test_it_sends_the_run_again_when_the_node_restarts_and_forgets_it(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    node.set_faults(restart=1)
+
+    result = run(pool)
+
+    counters = node.counters()
+    assert counters["restarts"] == 1
+    assert counters["prompts"] == 2
+    assert result.first("image").data.startswith(b"\x89PNG")
+
+
+def test_it_moves_a_run_lost_in_a_restart_to_another_node(comfy_pool: PoolMaker) -> None:
+    pool, (first, second) = comfy_pool(2)
+    first.set_faults(restart=1)
+
+    result = run(pool)
+
+    assert result.node == second.url
+    assert first.counters()["restarts"] == 1
+
+
+def test_it_fails_permanently_with_the_node_errors_when_the_prompt_is_rejected(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+
+    with pytest.raises(PermanentEngineError) as caught:
+        pool.run_graph(
+            graph_builder("restore_twin", megapixels=99.0),
+            workflow_name="restore_twin",
+            run_id="rejected",
+            images=[sample_input()],
+            timeout=30,
+        )
+
+    error = caught.value
+    assert error.code == "prompt_rejected"
+    assert "node 2 (ImageScaleToTotalPixels): Value 99.0 bigger than max of 16.0: megapixels" in error.message
+    assert error.details["node_errors"]["2"]["errors"][0]["type"] == "value_bigger_than_max"
+    assert node.counters()["rejected"] == 1
+
+
+def test_it_fails_permanently_on_an_execution_error(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    node.set_faults(execution_error=1)
+
+    with pytest.raises(PermanentEngineError) as caught:
+        run(pool)
+
+    assert caught.value.code == "execution_failed"
+    assert "RuntimeError: Injected failure" in caught.value.message
+    assert caught.value.details["node_type"]
+    assert node.counters().get("frees", 0) == 0
+
+
+def test_it_frees_memory_and_fails_transiently_when_the_gpu_runs_out(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    node.set_faults(oom=1)
+
+    with pytest.raises(TransientEngineError) as caught:
+        run(pool)
+
+    assert caught.value.code == "out_of_memory"
+    assert caught.value.details["exception_type"] == "torch.OutOfMemoryError"
+    assert node.counters()["frees"] == 1
+    # The retry then succeeds on the freed node.
+    assert run(pool).first("image")
+
+
+def test_it_interrupts_and_cancels_when_asked_to_stop(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    node.set_faults(sampler_seconds=20)
+    submitted = threading.Event()
+
+    with pytest.raises(EngineCanceled) as caught:
+        run(pool, on_submitted=lambda _node, _prompt: submitted.set(), should_cancel=submitted.is_set)
+
+    assert caught.value.code == "canceled"
+    counters = node.counters()
+    assert counters["interrupts"] == 1
+    assert counters["queue_deletes"] == 1
+    deadline = time.monotonic() + 5
+    while node.counters().get("interrupted", 0) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert node.counters()["interrupted"] == 1, "the prompt should stop on the node too"
+
+
+def test_it_times_out_transiently_and_interrupts_the_prompt(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    node.set_faults(sampler_seconds=20)
+
+    started = time.monotonic()
+    with pytest.raises(TransientEngineError) as caught:
+        run(pool, timeout=1.0)
+
+    assert caught.value.code == "timeout"
+    assert time.monotonic() - started < 10
+    assert node.counters()["interrupts"] == 1
+
+
+def test_it_reports_a_cancel_from_another_process_as_canceled(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    node.set_faults(sampler_seconds=20)
+    admin_pool = ComfyNodePool(test_pool_config([node]))
+
+    def cancel_from_elsewhere(node_url: str, prompt_id: str) -> None:
+        threading.Timer(0.3, admin_pool.cancel, args=(node_url, prompt_id)).start()
+
+    with pytest.raises(EngineCanceled) as caught:
+        run(pool, on_submitted=cancel_from_elsewhere)
+
+    assert caught.value.code == "interrupted"
+    assert node.counters()["interrupts"] == 1
+
+
+def test_it_sends_the_run_to_a_node_that_has_the_models(comfy_pool: PoolMaker) -> None:
+    pool, (first, second) = comfy_pool(2)
+    first.set_faults(missing_models=["flux1-dev-kontext_fp8_scaled.safetensors"])
+
+    result = run(pool)
+
+    assert result.node == second.url
+    assert first.counters().get("prompts", 0) == 0
+    assert pool.node(first.url).preflight["restore_flux"] == [  # type: ignore[union-attr]
+        "node 37 (UNETLoader): unet_name 'flux1-dev-kontext_fp8_scaled.safetensors' is not available on this node"
+    ]
+
+
+def test_it_fails_fast_naming_the_missing_model_and_node_when_no_node_has_it(comfy_pool: PoolMaker) -> None:
+    pool, nodes = comfy_pool(2)
+    for node in nodes:
+        node.set_faults(missing_models=["ae.safetensors"])
+
+    with pytest.raises(PermanentEngineError) as caught:
+        run(pool)
+
+    error = caught.value
+    assert error.code == "preflight_failed"
+    for node in nodes:
+        assert node.url in error.message
+        assert node.counters().get("prompts", 0) == 0
+    assert "vae_name 'ae.safetensors' is not available" in error.message
+    assert set(error.details["nodes"]) == {node.url for node in nodes}
+
+
+def test_it_fails_fast_naming_a_missing_node_class(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    node.set_faults(missing_classes=["WanImageToVideo"])
+
+    with pytest.raises(PermanentEngineError) as caught:
+        run(pool, "animate_wan")
+
+    assert "node class WanImageToVideo is not installed" in caught.value.message
+    assert node.url in caught.value.message
+
+
+def test_it_checks_again_with_fresh_object_info_when_a_model_appears(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    node.set_faults(missing_models=["ae.safetensors"])
+    with pytest.raises(PermanentEngineError):
+        run(pool)
+
+    node.set_faults(missing_models=[])
+
+    assert run(pool).first("image")
