@@ -14,7 +14,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import generics, status
+from rest_framework import exceptions, generics, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -37,9 +37,8 @@ from rekindle.images import UploadSizeLimitHandler
 from restoration.services import restore_attempt_create
 
 
-class NotSignedIn(ApiError):
-    # Raised directly rather than through DRF's NotAuthenticated, which DRF turns
-    # into a 403 when the first authentication class sends no WWW-Authenticate.
+class NotSignedIn(ApiError, exceptions.NotAuthenticated):
+    # A NotAuthenticated too, so DRF adds the Bearer challenge (WWW-Authenticate) to the 401.
     status_code = status.HTTP_401_UNAUTHORIZED
     default_code = "not_authenticated"
     default_detail = "Sign in to list your jobs."

@@ -225,5 +225,7 @@ def test_it_answers_each_caller_as_the_matrix_says(world: World, method: str, ro
     body: Any = response.json() if response.content else None
     if expected >= 400:
         assert set(body["error"]) >= {"code", "message"}
+    if expected == 401:
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
     if expected in spec.check:
         spec.check[expected](world, actor, body)
