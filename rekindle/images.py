@@ -198,8 +198,9 @@ def _upright(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
     except (ValueError, TypeError, KeyError, SyntaxError, OSError):
-        # Unreadable EXIF says nothing reliable about orientation; keep the pixels as stored.
-        return image
+        # Unreadable EXIF says nothing reliable about orientation; keep the pixels as stored
+        # (a copy: the source is closed once decoded).
+        return image.copy()
 
 
 def _to_eight_bit(image: Image.Image) -> Image.Image:
@@ -267,9 +268,11 @@ def normalize_image(upload: IO[bytes]) -> NormalizedImage:
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
             raise InvalidImage(details={"reason": str(exc)[:200]}) from None
 
-    # A fresh image carries no info dict, so no encoder can copy metadata across.
-    clean = Image.new("RGB", image.size)
-    clean.paste(image)
+    # Encoders copy some metadata (comments, ICC) from ``info``; with it empty they write
+    # none. ``image`` is never the decoded source itself (exif_transpose copies it), so
+    # this touches nothing else and costs no second copy of the pixels.
+    image.info = {}
+    clean = image
     out_format = "jpeg" if source_format in LOSSY_FORMATS else "png"
     output: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115  (handed to the caller, who closes it)
     try:

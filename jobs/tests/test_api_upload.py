@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import requests
+from django.core.files.uploadedfile import TemporaryUploadedFile
+from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.core.handlers.wsgi import LimitedStream
 from django.db import DataError
 from django.test import RequestFactory
@@ -22,6 +24,7 @@ from jobs.api import JobUploadView
 from jobs.models import Job
 from jobs.services import job_create
 from rekindle import storage
+from rekindle.images import UploadSizeLimitHandler
 from rekindle.testing import imagedata
 from rekindle.testing.factories import UserFactory
 from rekindle.testing.s3 import S3Bucket
@@ -254,3 +257,19 @@ def test_it_writes_the_original_to_s3_and_serves_a_presigned_url(api_client: API
     fetched = requests.get(body["original_url"], timeout=10)
     assert fetched.status_code == 200
     assert fetched.content == stored
+
+
+def test_it_streams_the_upload_to_a_temporary_file() -> None:
+    client_request = RequestFactory().post(
+        URL, {"image": _named(imagedata.jpeg(), "photo.jpg"), "email": "a@example.com"}
+    )
+
+    response = JobUploadView.as_view()(client_request)
+
+    assert response.status_code == 201
+    upload = client_request.FILES["image"]
+    assert isinstance(upload, TemporaryUploadedFile)
+    assert [type(handler) for handler in client_request.upload_handlers] == [
+        UploadSizeLimitHandler,
+        TemporaryFileUploadHandler,
+    ]
