@@ -1,13 +1,69 @@
-"""Restore attempt admin (the staff console builds on this)."""
+"""Restore attempt admin: every restoration with its result image, full error, and the staff actions.
+
+Actions beyond requeue, cancel and resend (``jobs.admin_attempts``): make an attempt the
+job's selected restore, through ``restore_select``, the service behind the API's
+select-restore (the staff override when a person picked the wrong one).
+"""
+
+from __future__ import annotations
 
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
+from jobs.admin_attempts import ACTIONS, LIST_DISPLAY, RUN_FIELDS, AttemptAdmin, report
+from jobs.admin_display import EMPTY, image_preview, outcome_report, thumbnail
 from restoration.models import RestoreAttempt
+from restoration.services import RestoreNotSelectable, restore_select
 
 
 @admin.register(RestoreAttempt)
-class RestoreAttemptAdmin(admin.ModelAdmin[RestoreAttempt]):
-    list_display = ["id", "job", "status", "progress", "workflow", "queued_at"]
-    list_filter = ["status"]
-    list_select_related = ["job"]
-    raw_id_fields = ["job"]
+class RestoreAttemptAdmin(AttemptAdmin[RestoreAttempt]):
+    list_display = (*LIST_DISPLAY, "result", "selected")
+    actions = (*ACTIONS, "select_restore")
+    fieldsets = [
+        (None, {"fields": ["id", "job_link", "status_badge", "progress", "workflow", "parameters_json", "selected"]}),
+        ("Result", {"fields": ["result_preview"]}),
+        ("Error", {"fields": ["error_detail"]}),
+        ("Run", {"fields": [*RUN_FIELDS]}),
+    ]
+
+    @admin.display(description="result")
+    def result(self, obj: RestoreAttempt) -> SafeString | str:
+        return thumbnail(obj.result_key, alt="restored")
+
+    @admin.display(description="result")
+    def result_preview(self, obj: RestoreAttempt) -> SafeString | str:
+        return image_preview(obj.result_key)
+
+    @admin.display(description="selected", boolean=True)
+    def selected(self, obj: RestoreAttempt) -> bool:
+        return obj.job.selected_restore_id == obj.pk
+
+    @admin.display(description="job")
+    def job_detail(self, obj: RestoreAttempt) -> SafeString | str:
+        if obj.job_id is None:
+            return EMPTY
+        url = reverse("admin:jobs_job_change", args=[obj.job_id])
+        return format_html('<a href="{}">{}</a>', url, obj.job_id)
+
+    @admin.action(description="Make it the job's selected restore", permissions=["change"])
+    def select_restore(self, request: HttpRequest, queryset: QuerySet[RestoreAttempt]) -> None:
+        done, skipped = 0, []
+        chosen_jobs: set[object] = set()
+        # Newest first: when several attempts of one job are ticked, the newest wins.
+        for attempt in queryset.select_related("job").order_by("-queued_at"):
+            if attempt.job_id in chosen_jobs:
+                skipped.append("of a job that got another one")
+                continue
+            try:
+                restore_select(job=attempt.job, restore_id=attempt.pk)
+            except RestoreNotSelectable:
+                skipped.append("had not succeeded")
+                continue
+            chosen_jobs.add(attempt.job_id)
+            done += 1
+        report(request, self, outcome_report("Selected", done, skipped, noun="restore"), done)
