@@ -310,8 +310,11 @@ class Standin:
 
     # --- messages ------------------------------------------------------------------
     async def send(self, kind: str, data: dict[str, Any], client_id: str | None) -> None:
+        """To the prompt's client only; without one ComfyUI broadcasts status and progress_state, nothing else."""
         if client_id is None:
-            targets = [(sid, ws) for sid, ws in self.sockets.items()]
+            if kind not in ("status", "progress_state"):
+                return
+            targets = list(self.sockets.items())
         else:
             targets = [(client_id, self.sockets[client_id])] if client_id in self.sockets else []
         text = json.dumps({"type": kind, "data": data})
@@ -515,8 +518,6 @@ class Standin:
                 values[node_id] = result
                 new_cache[signatures[node_id]] = (result, ui)
                 executed.append(node_id)
-                states[node_id] = state(node_id, 1.0, "finished")
-                await self.send("progress_state", {"prompt_id": prompt_id, "nodes": copy.deepcopy(states)}, client_id)
                 if ui is not None:
                     outputs[node_id] = ui
                     await self.send(
@@ -524,6 +525,8 @@ class Standin:
                         {"node": node_id, "display_node": node_id, "output": ui, "prompt_id": prompt_id},
                         client_id,
                     )
+                states[node_id] = state(node_id, 1.0, "finished")
+                await self.send("progress_state", {"prompt_id": prompt_id, "nodes": copy.deepcopy(states)}, client_id)
         except Interrupted:
             data = {
                 "prompt_id": prompt_id,
@@ -562,8 +565,9 @@ class Standin:
             self._write_history(item, outputs, "error", False, messages)
             self.counters["errors"] += 1
             return
-        states = {node_id: state(node_id, 1.0, "finished") for node_id in order}
-        await self.send("progress_state", {"prompt_id": prompt_id, "nodes": states}, client_id)
+        if not executed:
+            states = {node_id: state(node_id, 1.0, "finished") for node_id in order}
+            await self.send("progress_state", {"prompt_id": prompt_id, "nodes": states}, client_id)
         success = {"prompt_id": prompt_id, "timestamp": _now_ms()}
         messages.append(["execution_success", success])
         await self.send("execution_success", success, client_id)
