@@ -1,0 +1,252 @@
+"""End-to-end pipeline support: a real Redis broker in the test process and real worker processes.
+
+Fixtures (registered by ``tests/e2e/conftest.py``; the benchmark uses the classes directly):
+
+- ``redis_broker``: the test process sends to a ``RedisBroker`` under a namespace of its
+  own (``rekindle-test-<hex>``) on the machine's Redis, with every actor re-bound to it;
+  the stub broker and the actors' bindings come back afterwards and the namespace is flushed.
+- ``pipeline_worker``: ``pipeline_worker(**env)`` starts ``manage.py rundramatiq`` as a
+  subprocess on the pytest test database (committed rows: use transactional tests), the
+  same Redis namespace, the ``s3_bucket`` bucket and ComfyUI stand-in nodes, writing its
+  emails to a folder the test reads (``worker.emails()``). ``worker.kill()`` is kill -9 of
+  its whole process group.
+- ``RedisServer``: a redis-server of a test's own on a free port, which the test may stop
+  and start again (never the shared one on 6379).
+"""
+
+from __future__ import annotations
+
+import email
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from dramatiq.brokers.redis import RedisBroker
+
+from rekindle.testing.services import POSTGRES_URL, REDIS_URL
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
+WORKER_START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.1, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy, and return that; fail the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up waiting {timeout:g}s for {what or condition}")
+        time.sleep(interval)
+
+
+class BrokerSwap:
+    """Points every declared actor (and ``dramatiq.get_broker()``) at another broker until ``restore()``."""
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self.previous = dramatiq.get_broker()
+        self.broker = broker
+        self.actors = [self.previous.get_actor(name) for name in self.previous.get_declared_actors()]
+        for actor in self.actors:
+            broker.declare_actor(actor)
+            actor.broker = broker
+        dramatiq.set_broker(broker)
+
+    def restore(self) -> None:
+        for actor in self.actors:
+            actor.broker = self.previous
+        dramatiq.set_broker(self.previous)
+
+
+def make_redis_broker(url: str, namespace: str) -> RedisBroker:
+    # Sending never waits long: a Redis that is down must fail the send quickly.
+    return RedisBroker(url=url, namespace=namespace, socket_connect_timeout=1.0, socket_timeout=5.0)
+
+
+class RedisServer:
+    """A redis-server process of the test's own, with no persistence, that can be stopped and started again."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5)
+        wait_for(lambda: self._pings(client), timeout=10, what=f"redis-server on {self.port}")
+        return self
+
+    @staticmethod
+    def _pings(client: redis.Redis) -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+class WorkerProcess:
+    """One ``manage.py rundramatiq`` process group, started with the environment a test gives it."""
+
+    def __init__(self, env: dict[str, str], *, threads: int = 4) -> None:
+        self.env = env
+        self.threads = threads
+        self.log_path = Path(tempfile.mkstemp(prefix="rekindle-worker-", suffix=".log")[1])
+        self.email_dir = Path(env["EMAIL_FILE_PATH"])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        command = [
+            sys.executable,
+            "manage.py",
+            "rundramatiq",
+            "--processes",
+            "1",
+            "--threads",
+            str(self.threads),
+            "--worker-shutdown-timeout",
+            "2000",
+        ]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(self._ready, timeout=WORKER_START_TIMEOUT, interval=0.2, what=f"the worker (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            pytest.fail(f"the worker exited at start:\n{self.log()}")
+        return "Worker process is ready for action" in self.log()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """kill -9 of the worker and every process it forked: what a crashed machine looks like."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def emails(self) -> list[Message]:
+        """Every email the worker sent (Django's file backend: one file per connection, messages in a row)."""
+        messages: list[Message] = []
+        for path in sorted(self.email_dir.glob("*.log")):
+            for chunk in path.read_text().split("-" * 79):
+                if chunk.strip():
+                    messages.append(email.message_from_string(chunk.strip()))
+        return messages
+
+
+def database_url() -> str:
+    """The URL of the database the tests run on (pytest-django's test database, by name)."""
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    return f"{base}/{connection.settings_dict['NAME']}"
+
+
+@pytest.fixture
+def redis_namespace() -> str:
+    return f"rekindle-test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def redis_broker(redis_namespace: str) -> Iterator[RedisBroker]:
+    broker = make_redis_broker(REDIS_URL, redis_namespace)
+    swap = BrokerSwap(broker)
+    try:
+        yield broker
+    finally:
+        swap.restore()
+        broker.flush_all()
+        broker.close()
+
+
+@pytest.fixture
+def worker_env(redis_namespace: str, s3_bucket: Any, comfy_settings: list[Any], tmp_path: Path) -> dict[str, str]:
+    """The environment of a worker process for this test (``comfy_settings``: two fresh stand-in nodes)."""
+    email_dir = tmp_path / "emails"
+    email_dir.mkdir()
+    return {
+        **{key: value for key, value in os.environ.items() if not key.startswith(("PYTEST_", "DJANGO_"))},
+        **s3_bucket.env,
+        "PYTHONPATH": str(REPO_ROOT),
+        "DJANGO_SETTINGS_MODULE": "rekindle.settings",
+        "DATABASE_URL": database_url(),
+        "REDIS_URL": REDIS_URL,
+        "DRAMATIQ_REDIS_NAMESPACE": redis_namespace,
+        "SECRET_KEY": str(settings.SECRET_KEY),
+        "DEBUG": "false",
+        "REKINDLE_ENGINE": "comfyui",
+        "COMFYUI_URLS": ",".join(node.url for node in comfy_settings),
+        "COMFYUI_SOCKET_QUIET_SECONDS": "1",
+        "COMFYUI_POLL_SECONDS": "0.1",
+        "COMFYUI_NODE_BACKOFF_SECONDS": "0.5",
+        "COMFYUI_NODE_BACKOFF_MAX_SECONDS": "2",
+        "COMFYUI_SLOT_WAIT_SECONDS": "30",
+        "COMFYUI_AFFINITY_WAIT_SECONDS": "0",
+        "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+        "EMAIL_FILE_PATH": str(email_dir),
+        "RETRY_MIN_BACKOFF_MS": "100",
+        "RETRY_MAX_BACKOFF_MS": "500",
+        "LOG_LEVEL": "INFO",
+    }
+
+
+@pytest.fixture
+def pipeline_worker(worker_env: dict[str, str]) -> Iterator[Callable[..., WorkerProcess]]:
+    """``pipeline_worker(threads=4, **env_overrides)``: a started worker process; all are stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def start(*, threads: int = 4, **overrides: str) -> WorkerProcess:
+        worker = WorkerProcess({**worker_env, **overrides}, threads=threads).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
