@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +14,9 @@ from django.utils import timezone
 from animation.models import AnimationAttempt
 from jobs.models import Job
 from rekindle.dashboard import dashboard_stats
+from rekindle.engines.comfyui import pool as pool_module
+from rekindle.testing.comfyui_fixtures import StandinNode
+from rekindle.testing.factories import JobFactory
 from restoration.models import RestoreAttempt
 
 pytestmark = pytest.mark.django_db
@@ -24,18 +26,7 @@ NOW = datetime(2026, 3, 14, 12, 0, tzinfo=timezone.get_current_timezone())
 
 
 def _job() -> Job:
-    job_id = uuid.uuid4()
-    return Job.objects.create(
-        id=job_id,
-        email="someone@example.com",
-        token_hash="0" * 64,
-        original_key=f"processed/{job_id}.jpg",
-        original_format="JPEG",
-        original_width=64,
-        original_height=48,
-        original_bytes=1000,
-        original_sha256="0" * 64,
-    )
+    return JobFactory.create()
 
 
 def _restore(job: Job, *, status: str, queued: datetime, seconds: float | None = None, **fields: Any) -> RestoreAttempt:
@@ -154,3 +145,65 @@ def test_it_sends_anonymous_and_non_staff_users_to_the_login_page(client: Client
 def test_it_refuses_staff_without_the_permission_to_view_attempts(client: Client, name: str) -> None:
     client.force_login(User.objects.create_user("intern", "i@example.com", "pw", is_staff=True))
     assert client.get(reverse(name)).status_code == 403
+
+
+WAN_HIGH_NOISE = "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors"
+
+
+def test_it_shows_each_nodes_health_preflight_and_recent_failures(
+    staff_client: Client, comfy_settings: list[StandinNode], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_module, "_pool", None)
+    up, down = comfy_settings
+    up.set_faults(missing_models=[WAN_HIGH_NOISE])
+    down.kill()
+    assert down.wait_dead()
+    job = _job()
+    recent = timezone.now() - timedelta(hours=1)
+    failure = _restore(
+        job,
+        status="failed",
+        queued=recent,
+        seconds=3,
+        node=up.url,
+        workflow="restore",
+        error_type="execution_failed",
+        error_message="KSampler: " + XSS,
+    )
+    _restore(
+        job,
+        status="failed",
+        queued=timezone.now() - timedelta(days=30),
+        seconds=3,
+        node=up.url,
+        error_message="too old to show",
+    )
+
+    response = staff_client.get(reverse("rekindle-admin-nodes"))
+
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "1 of 2 nodes healthy" in body
+    assert f"<code>{up.url}</code>" in body
+    assert f"<code>{down.url}</code>" in body
+    assert '<span class="rk-status rk-status-failed">down</span>' in body
+    # The preflight of each workflow on the healthy node: the Wan model is missing there.
+    assert WAN_HIGH_NOISE in body
+    assert "restore_cpu" in body
+    assert "can run" in body
+    # Recent failures come from the attempts table, escaped, linked to the attempt.
+    assert reverse("admin:restoration_restoreattempt_change", args=[failure.pk]) in body
+    assert "KSampler: &lt;img src=x onerror=" in body
+    assert XSS not in body
+    assert "too old to show" not in body
+    assert "(last attempt recorded here)" in body
+
+
+def test_it_shows_the_local_engine_as_one_node(staff_client: Client, settings: Any) -> None:
+    settings.REKINDLE_ENGINE = "local"
+    response = staff_client.get(reverse("rekindle-admin-nodes"))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert "Engine: <strong>local</strong>" in body
+    assert "<code>local</code>" in body
+    assert "1 of 1 node healthy" in body
