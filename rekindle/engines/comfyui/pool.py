@@ -230,12 +230,15 @@ class ComfyNodePool:
         loaded = [node for node in candidates if node.last_workflow == workflow]
         if loaded:
             return min(loaded, key=lambda node: node.work)
+        fresh = [node for node in candidates if node.last_workflow == ""]
+        if fresh:
+            # Nothing loaded there yet: idle capacity, no switch away from anything.
+            return min(fresh, key=lambda node: node.work)
         busy_loaded = [node for node in up if node.last_workflow == workflow and node.url not in avoid]
         if busy_loaded and waited < self.config.affinity_wait_seconds:
             # A node with these models loaded will free up soon; a switch costs a model load.
             return None
-        # Least work first; among equals a fresh node before one that must unload other models.
-        return min(candidates, key=lambda node: (node.work, node.last_workflow != ""))
+        return min(candidates, key=lambda node: node.work)
 
     def pick_node(
         self,
