@@ -6,7 +6,7 @@ import os
 import signal
 import threading
 from io import StringIO
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -40,7 +40,7 @@ class CountdownCommand(CronCommand):
 
 
 class LockedCommand(CountdownCommand):
-    lock_name: ClassVar[str | None] = "rekindle-test-locked-command"
+    lock_name = "rekindle-test-locked-command"
 
 
 def _run(command: CronCommand, *args: str) -> str:
