@@ -38,8 +38,6 @@ from django.conf import settings
 from django.db import connection
 from dramatiq.brokers.redis import RedisBroker
 
-from rekindle.testing.services import POSTGRES_URL, REDIS_URL
-
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 WORKER_START_TIMEOUT = 60.0
 
@@ -185,6 +183,8 @@ class WorkerProcess:
 
 def database_url() -> str:
     """The URL of the database the tests run on (pytest-django's test database, by name)."""
+    from rekindle.testing.services import POSTGRES_URL
+
     base = POSTGRES_URL.rsplit("/", 1)[0]
     return f"{base}/{connection.settings_dict['NAME']}"
 
@@ -196,6 +196,8 @@ def redis_namespace() -> str:
 
 @pytest.fixture
 def redis_broker(redis_namespace: str) -> Iterator[RedisBroker]:
+    from rekindle.testing.services import REDIS_URL
+
     broker = make_redis_broker(REDIS_URL, redis_namespace)
     swap = BrokerSwap(broker)
     try:
@@ -209,6 +211,8 @@ def redis_broker(redis_namespace: str) -> Iterator[RedisBroker]:
 @pytest.fixture
 def worker_env(redis_namespace: str, s3_bucket: Any, comfy_settings: list[Any], tmp_path: Path) -> dict[str, str]:
     """The environment of a worker process for this test (``comfy_settings``: two fresh stand-in nodes)."""
+    from rekindle.testing.services import REDIS_URL
+
     email_dir = tmp_path / "emails"
     email_dir.mkdir()
     return {
