@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -97,6 +98,7 @@ class AttemptAdmin(admin.ModelAdmin[AttemptT]):
     show_full_result_count = False
     ordering = ["-queued_at"]
     actions = ACTIONS
+    change_form_template = "admin/rekindle/attempt_change_form.html"
 
     class Media:
         css = ADMIN_CSS
@@ -126,8 +128,30 @@ class AttemptAdmin(admin.ModelAdmin[AttemptT]):
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        extra_context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
+        # The list's actions also act on this one attempt from its own page.
+        object_actions = [
+            (name, action[2])
+            for name, action in self.get_actions(request).items()
+            if action is not None and name != "delete_selected"
+        ]
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+            "object_actions": object_actions,
+        }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def response_action(
+        self, request: HttpRequest, queryset: QuerySet[AttemptT], *args: Any, **kwargs: Any
+    ) -> HttpResponse | None:
+        response = super().response_action(request, queryset, *args, **kwargs)
+        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
+        if response is not None and request.POST.get("_from_change_page") and len(selected) == 1:
+            # Back to the attempt's page, where its new state and the report show.
+            opts = self.model._meta
+            return HttpResponseRedirect(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[selected[0]]))
+        return response
 
     # --- columns --------------------------------------------------------------
 

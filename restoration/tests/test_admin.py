@@ -237,3 +237,36 @@ def test_it_refuses_actions_to_staff_who_may_only_view(client: Client) -> None:
     assert client.get(LIST_URL).status_code == 200
     client.post(LIST_URL, {"action": "requeue_attempts", "_selected_action": [str(attempt.pk)]})
     assert _status(attempt) == AttemptStatus.FAILED
+
+
+def test_it_offers_the_actions_on_the_attempts_own_page_and_comes_back_to_it(
+    admin_client: Client, stub_broker: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    attempt = RestoreAttemptFactory.create(failed=True)
+    page = reverse("admin:restoration_restoreattempt_change", args=[attempt.pk])
+
+    body = admin_client.get(page).content.decode()
+    assert '<input type="hidden" name="action" value="requeue_attempts">' in body
+    assert '<input type="hidden" name="action" value="select_restore">' in body
+    assert "delete_selected" not in body
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            LIST_URL,
+            {"action": "requeue_attempts", "_selected_action": [str(attempt.pk)], "_from_change_page": "1"},
+        )
+    assert response.status_code == 302
+    assert response["Location"] == page
+    assert _status(attempt) == AttemptStatus.QUEUED
+    assert "Requeued 1 attempt" in admin_client.get(page).content.decode()
+
+
+def test_it_shows_no_action_buttons_to_staff_who_may_only_view(client: Client) -> None:
+    from django.contrib.auth.models import Permission
+
+    viewer = UserFactory.create(is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_restoreattempt"))
+    client.force_login(viewer)
+    attempt = RestoreAttemptFactory.create(failed=True)
+    body = client.get(reverse("admin:restoration_restoreattempt_change", args=[attempt.pk])).content.decode()
+    assert "requeue_attempts" not in body
