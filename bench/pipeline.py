@@ -125,8 +125,8 @@ def main() -> None:
         "s3",
         endpoint_url=env["AWS_S3_ENDPOINT_URL"],
         region_name="us-east-1",
-        aws_access_key_id="bench",
-        aws_secret_access_key="bench",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
     ).create_bucket(Bucket=bucket)
     emails = Path(f"/tmp/rekindle-bench-emails-{namespace}")
     emails.mkdir(exist_ok=True)
