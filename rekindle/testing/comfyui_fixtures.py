@@ -105,6 +105,8 @@ class StandinNode:
             str(self.exec_seconds),
             "--switch-seconds",
             str(self.switch_seconds),
+            "--parent-pid",
+            str(os.getpid()),
         ]
         env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
         with self.log_path.open("ab") as log:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -12,6 +14,17 @@ from aiohttp import web
 
 from rekindle.testing.comfyui_standin.nodes import DEFAULT_MODELS
 from rekindle.testing.comfyui_standin.server import Standin, StandinConfig, make_app
+
+
+async def _watch_parent(app: web.Application, parent_pid: int) -> None:
+    """Exit with the test run that started us, even when it is killed and cannot stop us itself."""
+
+    async def watch() -> None:
+        while os.getppid() == parent_pid:
+            await asyncio.sleep(0.5)
+        os._exit(0)
+
+    app["parent_watch"] = asyncio.ensure_future(watch())
 
 
 def main() -> None:
@@ -23,6 +36,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="installed model files, comma-separated")
     parser.add_argument("--faults", default="{}", help="faults to start with, as JSON")
     parser.add_argument("--base-dir", default="", help="input/output/temp folders (default: a temporary folder)")
+    parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process (the test run) is gone")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -37,7 +51,10 @@ def main() -> None:
         async def build() -> web.Application:
             standin = Standin(config)
             standin.faults.update(json.loads(args.faults))
-            return make_app(standin)
+            app = make_app(standin)
+            if args.parent_pid:
+                app.on_startup.append(lambda app: _watch_parent(app, args.parent_pid))
+            return app
 
         web.run_app(build(), host=args.host, port=args.port, print=None, access_log=None)
 
