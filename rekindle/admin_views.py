@@ -76,8 +76,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         else None,
         "nodes_chart": charts.hbar_chart(
             [node for node, _ in stats.node_seconds],
-            [charts.Series("busy seconds", [seconds for _, seconds in stats.node_seconds], "#6a1b9a")],
-            title="Seconds of node time per node",
+            [charts.Series("GPU seconds", [seconds for _, seconds in stats.node_seconds], "#6a1b9a")],
+            title="GPU seconds per node",
             unit="s",
         )
         if stats.node_seconds
