@@ -50,7 +50,7 @@ def test_it_links_to_the_job_with_an_access_value_the_api_accepts() -> None:
     attempt = RestoreAttemptFactory.create(failed=True)
     job_ready_email_send(attempt=attempt)
 
-    body = mail.outbox[0].body
+    body = str(mail.outbox[0].body)
     assert "The engine could not process the image." in body
     link = re.search(r"https?://\S+", body)
     assert link is not None
