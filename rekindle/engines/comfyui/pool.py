@@ -247,6 +247,7 @@ class ComfyNodePool:
         exclude: Iterable[str] = (),
         avoid: Iterable[str] = (),
         deadline: float | None = None,
+        should_cancel: CancelCheck | None = None,
     ) -> NodeState:
         """Reserve a slot on the best node for ``workflow``; the caller must ``release()`` it.
 
@@ -276,6 +277,8 @@ class ComfyNodePool:
                 if remaining <= 0:
                     raise _NoNode("busy")
                 self._cond.wait(timeout=min(remaining, _TICK_SECONDS))
+            if should_cancel is not None and should_cancel():
+                raise EngineCanceled("canceled", "The run was canceled while it waited for a free node.")
 
     def release(self, node: NodeState) -> None:
         with self._cond:
@@ -354,8 +357,13 @@ class ComfyNodePool:
                     exclude=excluded,
                     avoid=lost_on,
                     deadline=min(deadline, time.monotonic() + self.config.slot_wait_seconds),
+                    should_cancel=should_cancel,
                 )
             except _NoNode as exc:
+                if exc.reason == "busy" and time.monotonic() >= deadline:
+                    raise TransientEngineError(
+                        "timeout", f"No ComfyUI node was free within the run's {timeout:.0f}s."
+                    ) from None
                 raise self._no_node_error(workflow_name, exc.reason, excluded) from None
             try:
                 placeholders = {image.param: f"preflight_{image.param}{_PLACEHOLDER_SUFFIX}" for image in images}

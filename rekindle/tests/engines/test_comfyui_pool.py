@@ -14,7 +14,7 @@ import requests
 from PIL import Image
 
 from rekindle.engines import get_engine
-from rekindle.engines.base import EngineResult, RunRequest, TransientEngineError
+from rekindle.engines.base import EngineCanceled, EngineResult, RunRequest, TransientEngineError
 from rekindle.engines.comfyui.pool import ComfyNodePool, _NoNode
 from rekindle.testing.comfyui_fixtures import StandinNode, fixture_graph, graph_builder, sample_input
 from rekindle.workflows import get_workflow
@@ -240,3 +240,54 @@ def test_it_gives_up_transiently_when_no_slot_frees_in_time(comfy_pool: PoolMake
 
     assert caught.value.code == "nodes_busy"
     assert node.counters().get("prompts", 0) == 0
+
+
+def test_it_stops_waiting_for_a_free_node_when_canceled(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1, slot_wait_seconds=30)
+    held = pool.pick_node("restore_flux")
+    asked = time.monotonic() + 0.3
+    try:
+        with pytest.raises(EngineCanceled):
+            run(pool, should_cancel=lambda: time.monotonic() > asked)
+    finally:
+        pool.release(held)
+
+    assert node.counters().get("prompts", 0) == 0
+
+
+def test_it_runs_the_production_workflows_on_the_stand_in(comfy_settings: list[StandinNode]) -> None:
+    engine = get_engine("comfyui")
+    photo = sample_input()
+    restore, animate = get_workflow("restore"), get_workflow("animate_preview")
+
+    restored = engine.run(
+        RunRequest("restore", "prod-restore", (photo,), restore.validate({"steps": 4, "megapixels": 0.25}))
+    )
+    animated = engine.run(
+        RunRequest(
+            "animate_preview",
+            "prod-animate",
+            (photo,),
+            animate.validate({"seconds": 1.0, "fps": 8, "width": 256, "height": 256}),
+        )
+    )
+
+    assert restored.first("image").content_type == "image/png"
+    with av.open(io.BytesIO(animated.first("video").data), mode="r") as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.width, stream.codec_context.height) == (256, 256)
+        assert len(list(container.decode(stream))) == 9  # 1 s x 8 fps + 1, as 4k+1
+
+
+def test_it_applies_the_timeout_setting_of_the_workflows_kind(comfy_settings: list[StandinNode], settings: Any) -> None:
+    settings.COMFYUI_TIMEOUTS = {"restore": 1.0, "animate_preview": 0.0, "animate_hd": 0.0}
+    for node in comfy_settings:
+        node.set_faults(sampler_seconds=30)
+    restore = get_workflow("restore")
+
+    started = time.monotonic()
+    with pytest.raises(TransientEngineError) as caught:
+        get_engine("comfyui").run(RunRequest("restore", "slow", (sample_input(),), restore.validate({})))
+
+    assert caught.value.code == "timeout"
+    assert time.monotonic() - started < 10
