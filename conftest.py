@@ -55,6 +55,9 @@ def stub_worker(stub_broker: Any) -> Iterator[dramatiq.Worker]:
     worker.start()
     yield worker
     worker.stop()
+    # A stopped worker leaves its middleware on the broker, which would start consumers for
+    # queues declared later (a tasks module a later test imports first) that swallow messages.
+    stub_broker.middleware[:] = [m for m in stub_broker.middleware if getattr(m, "worker", None) is not worker]
 
 
 @pytest.fixture

@@ -10,12 +10,10 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from jobs.admin_attempts import ACTIONS, LIST_DISPLAY, RUN_FIELDS, AttemptAdmin, report
-from jobs.admin_display import EMPTY, image_preview, outcome_report, thumbnail
+from jobs.admin_display import image_preview, outcome_report, thumbnail
 from restoration.models import RestoreAttempt
 from restoration.services import RestoreNotSelectable, restore_select
 
@@ -42,13 +40,6 @@ class RestoreAttemptAdmin(AttemptAdmin[RestoreAttempt]):
     @admin.display(description="selected", boolean=True)
     def selected(self, obj: RestoreAttempt) -> bool:
         return obj.job.selected_restore_id == obj.pk
-
-    @admin.display(description="job")
-    def job_detail(self, obj: RestoreAttempt) -> SafeString | str:
-        if obj.job_id is None:
-            return EMPTY
-        url = reverse("admin:jobs_job_change", args=[obj.job_id])
-        return format_html('<a href="{}">{}</a>', url, obj.job_id)
 
     @admin.action(description="Make it the job's selected restore", permissions=["change"])
     def select_restore(self, request: HttpRequest, queryset: QuerySet[RestoreAttempt]) -> None:

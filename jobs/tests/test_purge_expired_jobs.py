@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -27,18 +27,6 @@ from restoration.models import RestoreAttempt
 OLD = timedelta(days=40)
 
 
-@pytest.fixture
-def worker() -> Iterator[dramatiq.Broker]:
-    """A Dramatiq worker on the test broker, so the file cleanup the purge queues really runs."""
-    broker = dramatiq.get_broker()
-    broker.flush_all()
-    running = dramatiq.Worker(broker, worker_timeout=50)
-    running.start()
-    yield broker
-    running.stop()
-    broker.flush_all()
-
-
 def _command(**options: Any) -> Command:
     command = Command(stdout=StringIO(), stderr=StringIO())
     command.setup(**options)
@@ -54,7 +42,10 @@ def _old_job_with_files(**fields: Any) -> Job:
 
 @pytest.mark.django_db
 def test_it_deletes_expired_jobs_one_per_call_with_their_files(
-    s3_bucket: S3Bucket, worker: dramatiq.Broker, django_capture_on_commit_callbacks: Callable[..., Any]
+    s3_bucket: S3Bucket,
+    stub_broker: dramatiq.Broker,
+    stub_worker: dramatiq.Worker,
+    django_capture_on_commit_callbacks: Callable[..., Any],
 ) -> None:
     expired = [_old_job_with_files(), _old_job_with_files()]
     paid = _old_job_with_files()
@@ -72,7 +63,7 @@ def test_it_deletes_expired_jobs_one_per_call_with_their_files(
     with django_capture_on_commit_callbacks(execute=True):
         assert command.handle_one() is True
         assert command.handle_one() is False
-    worker.join("default")
+    stub_broker.join("default")
 
     assert sorted(command.deleted) == sorted(str(j.id) for j in expired)
     assert set(Job.objects.values_list("pk", flat=True)) == {paid.pk, recent.pk, active.pk}
