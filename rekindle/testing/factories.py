@@ -18,7 +18,7 @@ import hashlib
 import io
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth.models import User
 from django.utils import timezone
@@ -65,6 +65,10 @@ def _store_original(job: Job, create: bool, extracted: Any) -> None:
 
 
 class UserFactory(DjangoModelFactory[User]):
+    if TYPE_CHECKING:
+        # Calling a factory builds and saves a User; this tells the type checker so.
+        def __new__(cls, *args: Any, **kwargs: Any) -> User: ...  # type: ignore[misc]
+
     class Meta:
         model = User
         django_get_or_create = ("username",)
@@ -76,6 +80,10 @@ class UserFactory(DjangoModelFactory[User]):
 
 
 class JobFactory(DjangoModelFactory[Job]):
+    if TYPE_CHECKING:
+        # Calling a factory builds and saves a Job; this tells the type checker so.
+        def __new__(cls, *args: Any, **kwargs: Any) -> Job: ...  # type: ignore[misc]
+
     class Meta:
         model = Job
         # stored_original updates the row itself.
@@ -109,6 +117,10 @@ class JobFactory(DjangoModelFactory[Job]):
 
 
 class RestoreAttemptFactory(DjangoModelFactory[RestoreAttempt]):
+    if TYPE_CHECKING:
+        # Calling a factory builds and saves a RestoreAttempt; this tells the type checker so.
+        def __new__(cls, *args: Any, **kwargs: Any) -> RestoreAttempt: ...  # type: ignore[misc]
+
     class Meta:
         model = RestoreAttempt
 
@@ -138,6 +150,10 @@ class RestoreAttemptFactory(DjangoModelFactory[RestoreAttempt]):
 
 
 class AnimationAttemptFactory(DjangoModelFactory[AnimationAttempt]):
+    if TYPE_CHECKING:
+        # Calling a factory builds and saves a AnimationAttempt; this tells the type checker so.
+        def __new__(cls, *args: Any, **kwargs: Any) -> AnimationAttempt: ...  # type: ignore[misc]
+
     class Meta:
         model = AnimationAttempt
 
