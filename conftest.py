@@ -2,7 +2,9 @@
 
 Each test gets its own MEDIA_ROOT (local file storage never touches ``var/``) and
 empty caches (throttle counters do not carry over between tests). S3 fixtures come
-from ``rekindle.testing.s3``; model factories from ``rekindle.testing.factories``.
+from ``rekindle.testing.s3``, ComfyUI stand-ins from ``rekindle.testing.comfyui_fixtures``,
+the Redis broker and worker processes of end-to-end tests from ``rekindle.testing.pipeline``;
+model factories from ``rekindle.testing.factories``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from PIL import Image
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
-pytest_plugins = ["rekindle.testing.s3", "rekindle.testing.comfyui_fixtures"]
+pytest_plugins = ["rekindle.testing.s3", "rekindle.testing.comfyui_fixtures", "rekindle.testing.pipeline"]
 
 
 @pytest.fixture(autouse=True)
