@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import dramatiq
 import pytest
 from rest_framework.test import APIClient
 
@@ -16,6 +17,13 @@ from rekindle.testing.s3 import S3Bucket
 from restoration.models import RestoreAttempt
 
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+
+
+def queued_messages(broker: Any, queue_name: str) -> list[dramatiq.Message[Any]]:
+    """Messages waiting on a stub broker queue, read without taking them off it."""
+    if queue_name not in broker.queues:
+        return []
+    return [dramatiq.Message.decode(data) for data in list(broker.queues[queue_name].queue)]
 
 
 def _job_with_files(token: str) -> tuple[Job, list[str]]:
@@ -60,14 +68,12 @@ def test_it_sends_the_cleanup_only_after_commit(
     job = JobFactory.create(token="t")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         api_client.delete(f"/api/v1/jobs/{job.id}", headers={"X-Job-Token": "t"})
-    assert stub_broker.queues.get(cleanup_job_s3_files.queue_name) is None or (
-        stub_broker.queues[cleanup_job_s3_files.queue_name].qsize() == 0
-    )
+    assert queued_messages(stub_broker, cleanup_job_s3_files.queue_name) == []
     assert len(callbacks) == 1
     callbacks[0]()
-    message = stub_broker.queues[cleanup_job_s3_files.queue_name].get_nowait()
-    assert b'"cleanup_job_s3_files"' in message
-    assert str(job.id).encode() in message
+    [message] = queued_messages(stub_broker, cleanup_job_s3_files.queue_name)
+    assert message.actor_name == "cleanup_job_s3_files"
+    assert message.args == (str(job.id),)
 
 
 def test_it_deletes_nothing_without_the_token(api_client: APIClient) -> None:
