@@ -6,6 +6,7 @@ Views validate input, call a service or selector, and serialize; the rules live 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.conf import settings
@@ -78,7 +79,10 @@ class JobUploadView(APIView):
 
     def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
         # Set before anything reads the body: the size limit applies while it streams to disk.
-        request.upload_handlers = [UploadSizeLimitHandler(request), TemporaryFileUploadHandler(request)]
+        # Should a middleware have parsed the body already, Django refuses new handlers;
+        # normalize_image still checks the size, so the limit holds either way.
+        with contextlib.suppress(AttributeError):
+            request.upload_handlers = [UploadSizeLimitHandler(request), TemporaryFileUploadHandler(request)]
         return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(
