@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -20,6 +23,7 @@ from rekindle import storage
 from rekindle.testing.s3 import S3Bucket
 
 JOB = uuid.UUID("0f8fad5b-d9cb-469f-a165-70867728950e")
+ROOT = Path(__file__).resolve().parents[2]
 OTHER = uuid.UUID("7c9e6679-7425-40de-944b-e07fc1f90ae7")
 
 
@@ -139,3 +143,19 @@ def test_it_deletes_a_jobs_objects_in_batches_of_at_most_1000(s3_bucket: S3Bucke
     assert sum(batch_sizes) == len(job_keys)
     assert len(batch_sizes) == 3  # 1 processed original, then 1000 + 203 restored images
     assert storage.delete_job_files(JOB) == 0
+
+
+def test_it_points_another_process_at_the_same_bucket_through_env(s3_bucket: S3Bucket) -> None:
+    # What a worker started by an end-to-end test sees: settings read from the AWS_* variables.
+    script = (
+        "import django; django.setup()\n"
+        "from rekindle import storage\n"
+        "assert storage.is_s3()\n"
+        f"storage.put(storage.restored_key('{JOB}', 'from-worker'), b'written elsewhere')\n"
+    )
+    env = {**os.environ, **s3_bucket.env, "DJANGO_SETTINGS_MODULE": "rekindle.settings"}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert s3_bucket.get(f"restored/{JOB}/from-worker.jpg") == b"written elsewhere"
