@@ -32,6 +32,8 @@ def job_create(*, email: str, image: IO[bytes], owner: User | None = None) -> Cr
     has its file. If recording the row fails, the file is deleted again. The row is
     created in its own outermost (``durable``) transaction, so "committed" really means
     committed when this returns; calling it inside another transaction is an error.
+    Should the process die between the two steps, the file is an orphan no row points
+    at, which ``manage.py prune_orphan_files`` removes after its grace period.
 
     Raises the ``rekindle.images`` errors (415, 413, 400) for a bad upload; nothing is
     stored then.
