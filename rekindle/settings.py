@@ -182,6 +182,15 @@ DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 # --- Processing engines -----------------------------------------------------
 REKINDLE_ENGINE = env_choice("REKINDLE_ENGINE", "local", ("local", "comfyui", "runpod"))
 
+# --- Workflows ----------------------------------------------------------------
+# ComfyUI workflow files with their parameter maps (workflows/README.md).
+REKINDLE_WORKFLOWS_DIR = Path(env_str("REKINDLE_WORKFLOWS_DIR", str(BASE_DIR / "workflows")))
+# Which workflow each kind of work runs. The *_cpu twins run on a ComfyUI without a GPU;
+# the local engine reads only the parameter map, so the production names suit it too.
+REKINDLE_WORKFLOW_RESTORE = env_str("REKINDLE_WORKFLOW_RESTORE", "restore")
+REKINDLE_WORKFLOW_ANIMATE_PREVIEW = env_str("REKINDLE_WORKFLOW_ANIMATE_PREVIEW", "animate_preview")
+REKINDLE_WORKFLOW_ANIMATE_HD = env_str("REKINDLE_WORKFLOW_ANIMATE_HD", "animate_hd")
+
 # --- ComfyUI ------------------------------------------------------------------
 # The node pool used when REKINDLE_ENGINE=comfyui (rekindle/engines/comfyui/).
 COMFYUI_URLS = [url.rstrip("/") for url in env_list("COMFYUI_URLS")]
@@ -216,6 +225,19 @@ COMFYUI_MAX_RESUBMITS = env_int("COMFYUI_MAX_RESUBMITS", 2, minimum=0)
 # Names this worker to the nodes (client_id prefix); default: rekindle-<host>-<pid>.
 COMFYUI_CLIENT_NAME = env_str("COMFYUI_CLIENT_NAME")
 
+# --- RunPod -------------------------------------------------------------------
+# A serverless endpoint running the standard ComfyUI worker (runpod-workers/worker-comfyui).
+RUNPOD_BASE_URL = env_url("RUNPOD_BASE_URL", "https://api.runpod.ai", schemes=("http", "https")).rstrip("/")
+RUNPOD_ENDPOINT_ID = env_str("RUNPOD_ENDPOINT_ID")
+RUNPOD_API_KEY = env_str("RUNPOD_API_KEY")
+# Status polling starts at the first interval and backs off to the second (seconds).
+RUNPOD_POLL_INTERVAL = env_float("RUNPOD_POLL_INTERVAL", 1.0, minimum=0.01)
+RUNPOD_POLL_MAX_INTERVAL = env_float("RUNPOD_POLL_MAX_INTERVAL", 10.0, minimum=0.01)
+# Per HTTP request to RunPod's API (seconds); the run as a whole has the workflow's timeout.
+RUNPOD_REQUEST_TIMEOUT = env_float("RUNPOD_REQUEST_TIMEOUT", 30.0, minimum=0.1)
+if REKINDLE_ENGINE == "runpod" and not (RUNPOD_ENDPOINT_ID and RUNPOD_API_KEY):
+    raise ImproperlyConfigured("REKINDLE_ENGINE=runpod needs RUNPOD_ENDPOINT_ID and RUNPOD_API_KEY")
+
 # --- Pipelines (restore, animate and HD runs on Dramatiq) --------------------
 # Restores, animations and HD runs a job may have queued or running at once; asking for more is a 409.
 MAX_ATTEMPTS_IN_FLIGHT = env_int("MAX_ATTEMPTS_IN_FLIGHT", 3, minimum=1)
@@ -239,28 +261,6 @@ JOB_LINK_MAX_AGE_DAYS = env_int("JOB_LINK_MAX_AGE_DAYS", 30, minimum=1)
 # Where those emails link: {job_id} and {access} are filled in. Point it at the frontend's job page,
 # which passes ``access`` on to the API; by default it is the API's own view of the job.
 JOB_LINK_URL = env_str("JOB_LINK_URL", SITE_URL + "/api/v1/jobs/{job_id}?access={access}")
-
-# --- Workflows ----------------------------------------------------------------
-# ComfyUI workflow files with their parameter maps (workflows/README.md).
-REKINDLE_WORKFLOWS_DIR = Path(env_str("REKINDLE_WORKFLOWS_DIR", str(BASE_DIR / "workflows")))
-# Which workflow each kind of work runs. The *_cpu twins run on a ComfyUI without a GPU;
-# the local engine reads only the parameter map, so the production names suit it too.
-REKINDLE_WORKFLOW_RESTORE = env_str("REKINDLE_WORKFLOW_RESTORE", "restore")
-REKINDLE_WORKFLOW_ANIMATE_PREVIEW = env_str("REKINDLE_WORKFLOW_ANIMATE_PREVIEW", "animate_preview")
-REKINDLE_WORKFLOW_ANIMATE_HD = env_str("REKINDLE_WORKFLOW_ANIMATE_HD", "animate_hd")
-
-# --- RunPod -------------------------------------------------------------------
-# A serverless endpoint running the standard ComfyUI worker (runpod-workers/worker-comfyui).
-RUNPOD_BASE_URL = env_url("RUNPOD_BASE_URL", "https://api.runpod.ai", schemes=("http", "https")).rstrip("/")
-RUNPOD_ENDPOINT_ID = env_str("RUNPOD_ENDPOINT_ID")
-RUNPOD_API_KEY = env_str("RUNPOD_API_KEY")
-# Status polling starts at the first interval and backs off to the second (seconds).
-RUNPOD_POLL_INTERVAL = env_float("RUNPOD_POLL_INTERVAL", 1.0, minimum=0.01)
-RUNPOD_POLL_MAX_INTERVAL = env_float("RUNPOD_POLL_MAX_INTERVAL", 10.0, minimum=0.01)
-# Per HTTP request to RunPod's API (seconds); the run as a whole has the workflow's timeout.
-RUNPOD_REQUEST_TIMEOUT = env_float("RUNPOD_REQUEST_TIMEOUT", 30.0, minimum=0.1)
-if REKINDLE_ENGINE == "runpod" and not (RUNPOD_ENDPOINT_ID and RUNPOD_API_KEY):
-    raise ImproperlyConfigured("REKINDLE_ENGINE=runpod needs RUNPOD_ENDPOINT_ID and RUNPOD_API_KEY")
 
 # --- Email ------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
@@ -423,15 +423,6 @@ else:
         alias: {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": alias}
         for alias in ("default", "throttle")
     }
-
-# --- Retention (staff console and cron) ---------------------------------------
-# purge_expired_jobs deletes jobs older than this, with their files, unless one has a paid HD result.
-JOB_RETENTION_DAYS = env_int("JOB_RETENTION_DAYS", 30, minimum=1)
-# prune_orphan_files only deletes stored objects no row points at once they are this old, so
-# a file a worker is writing right now (its row not yet saved) is never taken for an orphan.
-ORPHAN_GRACE_HOURS = env_int("ORPHAN_GRACE_HOURS", 24, minimum=1)
-# Days of attempts the admin dashboard charts.
-DASHBOARD_DAYS = env_int("DASHBOARD_DAYS", 14, minimum=1)
 
 # --- Retention (staff console and cron) ---------------------------------------
 # purge_expired_jobs deletes jobs older than this, with their files, unless one has a paid HD result.
