@@ -151,13 +151,19 @@ def _animate_preview(run: RunContext[AnimationAttempt]) -> RunOutput:
     )
 
 
+# Parameters of the preview that the HD run keeps.
+HD_CARRIED_PARAMETERS = ("prompt", "negative_prompt", "seed")
+
+
 def _animate_hd(run: RunContext[AnimationAttempt]) -> RunOutput:
     attempt = run.attempt
     name = workflow_name_for_kind("animate_hd")
     hd_params = workflow_for_kind("animate_hd").params
-    # The preview's choices (prompt, seed, length...) carry over where the HD workflow has them,
-    # so the HD video is the preview the person paid for, only sharper.
-    carried = {key: value for key, value in attempt.parameters.items() if key in hd_params}
+    # The preview's creative choices (what moves, and the seed) carry over, so the HD video is the
+    # preview the person paid for; its size, length and frame rate are the HD workflow's own.
+    carried = {
+        key: value for key, value in attempt.parameters.items() if key in HD_CARRIED_PARAMETERS and key in hd_params
+    }
     workflow, params, timeout = workflow_for_run(name, carried, settings.HD_TIME_LIMIT_SECONDS)
     result = run.run_engine(
         RunRequest(

@@ -18,6 +18,7 @@ from jobs.attempts import attempt_timestamp_id
 from jobs.models import AttemptStatus, Job
 from rekindle import storage
 from rekindle.testing.factories import AnimationAttemptFactory, JobFactory, RestoreAttemptFactory, jpeg_bytes
+from rekindle.workflows import wan_frames, workflow_for_kind
 from restoration.models import RestoreAttempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,6 +49,14 @@ def restored_job() -> tuple[Job, RestoreAttempt]:
     storage.put(restore.result_key, jpeg_bytes(320, 240), content_type="image/jpeg")
     Job.objects.filter(pk=job.pk).update(selected_restore=restore)
     return job, restore
+
+
+def video_shape(data: bytes) -> tuple[int, int, int]:
+    """Width, height and frame count of a video."""
+    container: Any = av.open(io.BytesIO(data))
+    with container:
+        frames = list(container.decode(video=0))
+    return frames[0].width, frames[0].height, len(frames)
 
 
 def frames_of(data: bytes) -> int:
@@ -101,7 +110,15 @@ def test_it_makes_the_hd_result_once_paid_for(worker: dramatiq.Worker) -> None:
     assert animation.hd_paid
     assert animation.hd_status == AttemptStatus.SUCCEEDED, animation.hd_error_message
     assert animation.hd_result_key == f"animated/{job.id}/{attempt_timestamp_id(animation)}_result.mp4"
-    assert frames_of(storage.read_bytes(animation.hd_result_key)) >= 8
+    # The preview's seed and prompt carry over; size and length are the HD workflow's, not the preview's.
+    hd_workflow = workflow_for_kind("animate_hd")
+    hd = hd_workflow.validate({"seed": SMALL["seed"]})
+    assert video_shape(storage.read_bytes(animation.hd_result_key)) == (
+        hd["width"],
+        hd["height"],
+        wan_frames(hd["seconds"], hd["fps"]),
+    )
+    assert (hd["width"], hd["height"]) != (SMALL["width"], SMALL["height"])
     assert animation.hd_tries == 1
     assert animation.tries == 0
     assert [m.subject for m in mail.outbox] == ["Your HD video is ready"]
