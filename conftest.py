@@ -10,7 +10,7 @@ model factories from ``rekindle.testing.factories``.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,15 +51,28 @@ def stub_broker() -> Iterator[Any]:
 
 
 @pytest.fixture
-def stub_worker(stub_broker: Any) -> Iterator[dramatiq.Worker]:
+def stub_worker_factory(stub_broker: Any) -> Iterator[Callable[..., dramatiq.Worker]]:
+    """Starts workers on the stub broker (options as ``dramatiq.Worker``'s); all are stopped after the test."""
+    workers: list[dramatiq.Worker] = []
+
+    def start(**options: Any) -> dramatiq.Worker:
+        worker = dramatiq.Worker(stub_broker, **{"worker_timeout": 100, **options})
+        worker.start()
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+        # A stopped worker leaves its middleware on the broker, which would start consumers for
+        # queues declared later (a tasks module a later test imports first) that swallow messages.
+        stub_broker.middleware[:] = [m for m in stub_broker.middleware if getattr(m, "worker", None) is not worker]
+
+
+@pytest.fixture
+def stub_worker(stub_worker_factory: Callable[..., dramatiq.Worker]) -> dramatiq.Worker:
     """A worker on the stub broker; run queued messages with ``stub_broker.join(queue_name)``."""
-    worker = dramatiq.Worker(stub_broker, worker_timeout=100)
-    worker.start()
-    yield worker
-    worker.stop()
-    # A stopped worker leaves its middleware on the broker, which would start consumers for
-    # queues declared later (a tasks module a later test imports first) that swallow messages.
-    stub_broker.middleware[:] = [m for m in stub_broker.middleware if getattr(m, "worker", None) is not worker]
+    return stub_worker_factory()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -27,14 +27,8 @@ SMALL = {"seconds": 1, "fps": 8, "width": 256, "height": 256, "seed": 3}
 
 
 @pytest.fixture
-def worker() -> Iterator[dramatiq.Worker]:
-    broker = dramatiq.get_broker()
-    broker.flush_all()
-    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1)
-    worker.start()
-    yield worker
-    worker.stop()
-    broker.flush_all()
+def worker(stub_worker_factory: Callable[..., dramatiq.Worker]) -> dramatiq.Worker:
+    return stub_worker_factory(worker_timeout=50, worker_threads=1)
 
 
 def drain(worker: dramatiq.Worker) -> None:

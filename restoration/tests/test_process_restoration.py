@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -36,14 +36,8 @@ SMALL = {"megapixels": 0.25, "seed": 7}
 
 
 @pytest.fixture
-def worker() -> Iterator[dramatiq.Worker]:
-    broker = dramatiq.get_broker()
-    broker.flush_all()
-    worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=1)
-    worker.start()
-    yield worker
-    worker.stop()
-    broker.flush_all()
+def worker(stub_worker_factory: Callable[..., dramatiq.Worker]) -> dramatiq.Worker:
+    return stub_worker_factory(worker_timeout=50, worker_threads=1)
 
 
 def drain(worker: dramatiq.Worker) -> None:
