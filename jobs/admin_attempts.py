@@ -70,7 +70,7 @@ LIST_DISPLAY: tuple[str, ...] = (
 ACTIONS: tuple[str, ...] = ("requeue_attempts", "cancel_attempts", "resend_ready_email")
 # The detail page's run facts; subclasses show them in a fieldset of their own.
 RUN_FIELDS = [
-    "engine",
+    "engine_label",
     "node",
     "prompt_id",
     "tries",

@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from rekindle.engines import engine_label
+
 if TYPE_CHECKING:
     from animation.models import AnimationAttempt
     from restoration.models import RestoreAttempt
@@ -121,6 +123,11 @@ class Attempt(models.Model):
         if self.started_at is None or self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+    @property
+    def engine_label(self) -> str:
+        """The engine that ran it, as people should see it (the local engine says it is for development)."""
+        return engine_label(self.engine)
 
     @property
     def is_in_flight(self) -> bool:

@@ -71,6 +71,8 @@ def job_ready_email_send(*, attempt: Attempt, force: bool = False, stage: Stage 
         "link": job_link(job),
         "link_days": settings.JOB_LINK_MAX_AGE_DAYS,
         "job": job,
+        # Results of the local CPU engine say so: it is a development stand-in for the GPU nodes.
+        "development_engine": attempt.engine_label if attempt.engine == "local" else "",
     }
     subject = render_to_string("emails/attempt_ready_subject.txt", context).strip()
     context["subject"] = subject

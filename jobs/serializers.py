@@ -72,6 +72,9 @@ def _error_of(attempt: Attempt) -> dict[str, str] | None:
 
 class _AttemptSerializer(serializers.ModelSerializer[Any]):
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
+    engine_label = serializers.CharField(
+        read_only=True, help_text="The engine as people should see it; the local engine is for development only."
+    )
     error = serializers.SerializerMethodField()
 
     @extend_schema_field(AttemptErrorSerializer(allow_null=True))
@@ -86,6 +89,7 @@ _ATTEMPT_FIELDS = [
     "workflow",
     "parameters",
     "engine",
+    "engine_label",
     "node",
     "queued_at",
     "started_at",

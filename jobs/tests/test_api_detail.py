@@ -93,6 +93,7 @@ def test_it_shows_every_attempt_with_urls_of_its_outputs(api_client: APIClient) 
     assert good["duration_seconds"] == pytest.approx(30, abs=1)
     for field in ("workflow", "parameters", "engine", "node", "queued_at", "started_at", "finished_at"):
         assert field in good
+    assert good["engine_label"] == "Local CPU engine (development)"
     bad = restores[str(failed.id)]
     assert bad["result_url"] is None
     assert bad["error"] == {"code": "engine_error", "message": "The engine could not process the image."}

@@ -61,3 +61,16 @@ def test_it_links_to_the_job_with_an_access_value_the_api_accepts() -> None:
     assert client.get(f"/{path}x").status_code == 404
     other = RestoreAttemptFactory.create(failed=True)
     assert client.get(f"/api/v1/jobs/{other.job_id}?{path.split('?', 1)[1]}").status_code == 404
+
+
+def test_it_says_when_the_local_development_engine_made_the_result() -> None:
+    local = RestoreAttemptFactory.create(succeeded=True, engine="local")
+    gpu = RestoreAttemptFactory.create(succeeded=True, engine="comfyui")
+
+    job_ready_email_send(attempt=local)
+    job_ready_email_send(attempt=gpu)
+
+    local_mail, gpu_mail = mail.outbox
+    assert "Local CPU engine (development)" in local_mail.body
+    assert "Local CPU engine (development)" in local_mail.alternatives[0][0]  # type: ignore[attr-defined]
+    assert "development" not in gpu_mail.body

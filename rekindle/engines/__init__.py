@@ -7,6 +7,19 @@ from __future__ import annotations
 
 from rekindle.engines.base import Engine
 
+# How each engine is named wherever its results show (API, admin, emails). The local engine
+# is for development and demos: its results must never pass for a GPU restoration.
+ENGINE_LABELS = {
+    "local": "Local CPU engine (development)",
+    "comfyui": "ComfyUI GPU node",
+    "runpod": "RunPod serverless GPU",
+}
+
+
+def engine_label(name: str) -> str:
+    """The label of the engine ``name`` (an attempt's ``engine``); empty before it has run."""
+    return ENGINE_LABELS.get(name, name)
+
 
 def get_engine(name: str | None = None) -> Engine:
     """The configured engine (or the one named), built from settings."""

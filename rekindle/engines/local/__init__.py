@@ -20,6 +20,7 @@ from typing import Any
 import av
 import cv2
 
+from rekindle.engines import ENGINE_LABELS
 from rekindle.engines.base import (
     CancelCheck,
     EngineCanceled,
@@ -46,7 +47,7 @@ class LocalEngine:
     """Runs workflows on this machine's CPU with OpenCV, Pillow and PyAV."""
 
     name = "local"
-    label = "Local CPU engine (development)"
+    label = ENGINE_LABELS["local"]
 
     def run(
         self,
