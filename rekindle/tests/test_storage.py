@@ -159,3 +159,29 @@ def test_it_points_another_process_at_the_same_bucket_through_env(s3_bucket: S3B
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert s3_bucket.get(f"restored/{JOB}/from-worker.jpg") == b"written elsewhere"
+
+
+def _count_s3_requests(store: Any) -> list[str]:
+    """The HTTP methods of every request the storage's S3 client sends from now on (this thread's client)."""
+    sent: list[str] = []
+    store.connection.meta.client.meta.events.register(
+        "before-send.s3", lambda request, **kwargs: sent.append(request.method)
+    )
+    return sent
+
+
+def test_it_reads_and_writes_an_s3_object_in_one_request_each(s3_bucket: S3Bucket) -> None:
+    key = storage.restored_key(JOB)
+    sent = _count_s3_requests(default_storage)
+
+    storage.put(key, b"\xff\xd8restored bytes", content_type="image/jpeg")
+    assert sent == ["PUT"]
+    assert storage.read_bytes(key) == b"\xff\xd8restored bytes"
+    assert sent == ["PUT", "GET"]
+    head = s3_bucket.server.client().head_object(Bucket=s3_bucket.name, Key=key)
+    assert head["ContentType"] == "image/jpeg"
+
+
+def test_it_reports_a_missing_s3_object_as_file_not_found(s3_bucket: S3Bucket) -> None:
+    with pytest.raises(FileNotFoundError):
+        storage.read_bytes(storage.processed_key(OTHER, "jpg"))
