@@ -72,3 +72,70 @@ def test_it_stops_start_up_naming_a_malformed_variable() -> None:
 def test_it_starts_on_embedded_defaults() -> None:
     result = _check({"DEBUG": "true"})
     assert result.returncode == 0, result.stderr
+
+
+# Two request-like transactions on the embedded SQLite database, each reading before it writes.
+# The first waits (up to a few seconds) for the second to have read, then both write.
+_SQLITE_CONTENTION = """
+import threading
+import django
+from django.db import connection, transaction
+
+django.setup()
+with connection.cursor() as cursor:
+    cursor.execute("CREATE TABLE IF NOT EXISTS counter (value INTEGER)")
+    cursor.execute("INSERT INTO counter VALUES (0)")
+first_read, second_read = threading.Event(), threading.Event()
+errors = []
+
+def first():
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT value FROM counter")
+            first_read.set()
+            second_read.wait(3)
+            cursor.execute("UPDATE counter SET value = value + 1")
+    except Exception as exc:
+        errors.append(repr(exc))
+    finally:
+        first_read.set()
+        connection.close()
+
+def second():
+    first_read.wait()
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            second_read.set()
+            cursor.execute("SELECT value FROM counter")
+            cursor.execute("UPDATE counter SET value = value + 1")
+    except Exception as exc:
+        errors.append(repr(exc))
+    finally:
+        second_read.set()
+        connection.close()
+
+threads = [threading.Thread(target=first), threading.Thread(target=second)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+with connection.cursor() as cursor:
+    cursor.execute("SELECT value FROM counter")
+    print(errors, cursor.fetchone()[0])
+"""
+
+
+def test_it_makes_concurrent_writers_wait_on_the_embedded_sqlite_database(tmp_path: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "DATABASE_URL", "REDIS_URL")}
+    env = {
+        **clean,
+        "DJANGO_SETTINGS_MODULE": "rekindle.settings",
+        "DEBUG": "true",
+        "REKINDLE_VAR_DIR": str(tmp_path),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _SQLITE_CONTENTION], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[] 2"
