@@ -14,7 +14,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from animation.models import AnimationAttempt
-from jobs.models import Attempt, Job
+from jobs.models import Attempt, AttemptStatus, Job
 from rekindle import storage
 from restoration.models import RestoreAttempt
 
@@ -115,6 +115,14 @@ class RestoreAttemptSerializer(_AttemptSerializer):
 
 class AnimationAttemptSerializer(_AttemptSerializer):
     restore_id = serializers.UUIDField(read_only=True)
+    # Declared here because DRF drops ``allow_blank`` from read-only model fields, and the schema would
+    # then deny the empty status every attempt has until its HD result is requested.
+    hd_status = serializers.ChoiceField(
+        choices=AttemptStatus.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text="The HD result's run; empty until it is requested.",
+    )
     preview_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
     hd_result_url = serializers.SerializerMethodField(help_text="Only once the HD result is paid for and ready.")
