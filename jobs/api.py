@@ -120,13 +120,30 @@ class JobUploadView(APIView):
         return Response(data, status=status.HTTP_201_CREATED)
 
 
+def _positive_int_param(request: Request, name: str) -> int | None:
+    """A query parameter that must be a whole number from 1 up, or absent; anything else is a 400."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise exceptions.ValidationError({name: ["A whole number from 1 up."]})
+    return int(raw)
+
+
 class JobPagination(PageNumberPagination):
+    # DRF would quietly fall back to the default page size on a bad value, and call a
+    # malformed page number "not found"; a client's mistake gets a 400 naming it instead.
     page_size_query_param = "page_size"
     max_page_size = 100
 
     def get_page_size(self, request: Request) -> int | None:
-        self.page_size = settings.JOBS_PAGE_SIZE
-        return super().get_page_size(request)
+        requested = _positive_int_param(request, self.page_size_query_param)
+        if requested is None:
+            return int(settings.JOBS_PAGE_SIZE)
+        return min(requested, self.max_page_size)
+
+    def get_page_number(self, request: Request, paginator: Any) -> int:
+        return _positive_int_param(request, self.page_query_param) or 1
 
 
 class JobListView(generics.ListAPIView[Job]):
@@ -142,6 +159,7 @@ class JobListView(generics.ListAPIView[Job]):
         description="The signed-in caller's jobs, newest first, a page at a time.",
         responses={
             200: JobSummarySerializer(many=True),
+            400: _error("`invalid`: `page` or `page_size` is not a whole number from 1 up (`details.fields`)."),
             401: _error("`not_authenticated`: sign in first."),
             404: _error("`not_found`: the page number is past the end."),
         },

@@ -49,3 +49,39 @@ def test_it_answers_404_past_the_last_page(api_client: APIClient) -> None:
     response = api_client.get(URL, {"page": 5})
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("page", "abc"),
+        ("page", "0"),
+        ("page", "-1"),
+        ("page", "1e3"),
+        ("page", "last"),
+        ("page", "\u0661"),  # ARABIC-INDIC DIGIT ONE: a digit to str.isdigit, not to int()
+        ("page_size", "null"),
+        ("page_size", "0"),
+        ("page_size", "-5"),
+        ("page_size", "2.5"),
+    ],
+)
+def test_it_answers_400_naming_a_malformed_page_parameter(api_client: APIClient, name: str, value: str) -> None:
+    api_client.force_authenticate(UserFactory.create())
+    response = api_client.get(URL, {name: value})
+    assert response.status_code == 400, response.content
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert list(error["details"]["fields"]) == [name]
+
+
+def test_it_caps_a_large_page_size_at_the_maximum(api_client: APIClient, settings: Settings) -> None:
+    settings.JOBS_PAGE_SIZE = 1
+    me = UserFactory.create()
+    JobFactory.create_batch(3, owner=me)
+    api_client.force_authenticate(me)
+
+    response = api_client.get(URL, {"page_size": "100000000000000000000", "page": "1"})
+
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from rekindle.testing.factories import AnimationAttemptFactory, JobFactory, RestoreAttemptFactory
+from rekindle.testing.factories import AnimationAttemptFactory, JobFactory, RestoreAttemptFactory, UserFactory
 from rekindle.testing.openapi import assert_documented, served_document
 
 pytestmark = [pytest.mark.django_db]
@@ -32,3 +32,14 @@ def test_it_documents_the_errors_of_reading_a_job(api_client: APIClient) -> None
 
     assert_documented(api_client.get(f"/api/v1/jobs/{job.id}"), document, DETAIL, "get")
     assert_documented(api_client.get("/api/v1/jobs/not-a-uuid"), document, DETAIL, "get")
+
+
+def test_it_documents_the_answers_of_the_job_list(api_client: APIClient) -> None:
+    document = served_document(api_client)
+    me = UserFactory.create()
+    JobFactory.create(owner=me)
+
+    assert_documented(api_client.get("/api/v1/jobs"), document, "/api/v1/jobs", "get")
+    api_client.force_authenticate(me)
+    for query in ({}, {"page_size": "0"}, {"page": "x"}, {"page": "9"}):
+        assert_documented(api_client.get("/api/v1/jobs", query), document, "/api/v1/jobs", "get")
