@@ -119,3 +119,18 @@ def test_it_never_answers_a_bad_read_with_a_500(path: str, params: dict[str, str
     response = client.get(path, params, headers=headers)
     assert 400 <= response.status_code < 500
     assert_error(response, response.status_code)
+
+
+@pytest.mark.parametrize("depth", [1_000, 100_000])
+@pytest.mark.parametrize("action", ["restore", "animate", "select-restore"])
+def test_it_answers_400_to_json_nested_too_deeply(action: str, depth: int) -> None:
+    job = JobFactory.create(token="t")
+    client = APIClient(raise_request_exception=False)
+    body = b'{"parameters": {"prompt": ' + b"[" * depth + b"]" * depth + b"}}"
+
+    response = client.post(
+        f"/api/v1/jobs/{job.id}/{action}", data=body, content_type="application/json", headers={"X-Job-Token": "t"}
+    )
+
+    error = assert_error(response, 400, "parse_error")
+    assert "nested too deeply" in error["message"]
