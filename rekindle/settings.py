@@ -170,7 +170,8 @@ DRAMATIQ_IN_PROCESS = not REDIS_URL
 # Keeps one deployment's (or one test run's) queues apart on a shared Redis.
 DRAMATIQ_REDIS_NAMESPACE = env_str("DRAMATIQ_REDIS_NAMESPACE", "dramatiq")
 DRAMATIQ_BROKER = {
-    "BROKER": "dramatiq.brokers.redis.RedisBroker" if REDIS_URL else "dramatiq.brokers.stub.StubBroker",
+    # Dramatiq's Redis broker, plus a wake-up notice so an idle worker starts a new message at once.
+    "BROKER": "rekindle.broker.WakingRedisBroker" if REDIS_URL else "dramatiq.brokers.stub.StubBroker",
     "OPTIONS": {"url": REDIS_URL, "namespace": DRAMATIQ_REDIS_NAMESPACE} if REDIS_URL else {},
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",

@@ -38,6 +38,8 @@ from django.conf import settings
 from django.db import connection
 from dramatiq.brokers.redis import RedisBroker
 
+from rekindle.broker import WakingRedisBroker
+
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 WORKER_START_TIMEOUT = 60.0
 
@@ -80,8 +82,9 @@ class BrokerSwap:
 
 
 def make_redis_broker(url: str, namespace: str) -> RedisBroker:
+    """The broker the settings give a process with Redis (wake-ups included), on ``namespace``."""
     # Sending never waits long: a Redis that is down must fail the send quickly.
-    return RedisBroker(url=url, namespace=namespace, socket_connect_timeout=1.0, socket_timeout=5.0)
+    return WakingRedisBroker(url=url, namespace=namespace, socket_connect_timeout=1.0, socket_timeout=5.0)
 
 
 class RedisServer:
