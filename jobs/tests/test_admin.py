@@ -113,7 +113,9 @@ def test_it_filters_by_latest_attempt_state_hd_and_date(admin_client: Client) ->
     assert ids(hd="yes") == {str(failed_last.pk)}
     assert ids(hd="paid") == {str(failed_last.pk), str(succeeded_last.pk)}
     assert ids(hd="no") == {str(fresh.pk), str(succeeded_last.pk)}
-    since = (timezone.now() - timedelta(days=7)).date().isoformat()
+    # The admin's own "Past 7 days" link: local midnight seven days ago, with its offset.
+    midnight = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    since = str(midnight - timedelta(days=7))
     assert ids(created_at__gte=since) == {str(failed_last.pk), str(fresh.pk)}
 
 
