@@ -11,6 +11,7 @@ from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -115,6 +116,14 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
             body["error"]["details"] = {"retry_after_seconds": math.ceil(wait)}
     response.data = body
     return response
+
+
+def handler400(request: HttpRequest, exception: Exception) -> HttpResponse:
+    # Raised before any view runs (a Host header not allowed, a malformed cookie or body):
+    # API callers get the error shape, people in a browser Django's own page.
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("bad_request", "The request is malformed."), status=400)
+    return defaults.bad_request(request, exception)
 
 
 def handler404(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

@@ -23,5 +23,6 @@ if settings.DEBUG and not settings.AWS_STORAGE_BUCKET_NAME:
 
     urlpatterns.append(path("media/<path:path>", serve, {"document_root": settings.MEDIA_ROOT}))
 
+handler400 = api_errors.handler400
 handler404 = api_errors.handler404
 handler500 = api_errors.handler500

@@ -8,8 +8,10 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from animation.models import AnimationAttempt
 from rekindle.testing import imagedata
 from rekindle.testing.factories import JobFactory
+from restoration.models import RestoreAttempt
 
 pytestmark = [pytest.mark.django_db]
 
@@ -134,3 +136,35 @@ def test_it_answers_400_to_json_nested_too_deeply(action: str, depth: int) -> No
 
     error = assert_error(response, 400, "parse_error")
     assert "nested too deeply" in error["message"]
+
+
+@pytest.mark.parametrize("action", ["restore", "animate", "select-restore"])
+@pytest.mark.parametrize(
+    "request_args",
+    [
+        {"data": {"parameters": '{"seed": 1}'}, "format": "multipart"},
+        {"data": b"parameters=abc&restore_id=", "content_type": "application/x-www-form-urlencoded"},
+    ],
+    ids=["multipart", "form-urlencoded"],
+)
+def test_it_refuses_a_form_body_where_the_api_takes_json(action: str, request_args: dict[str, Any]) -> None:
+    # Forms cannot carry the nested `parameters`; read as forms, they would run with the defaults.
+    job = JobFactory.create(token="t")
+    client = APIClient(raise_request_exception=False)
+
+    response = client.post(f"/api/v1/jobs/{job.id}/{action}", headers={"X-Job-Token": "t"}, **request_args)
+
+    assert_error(response, 415, "unsupported_media_type")
+    assert not RestoreAttempt.objects.filter(job=job).exists()
+    assert not AnimationAttempt.objects.filter(job=job).exists()
+
+
+def test_it_answers_a_host_header_not_allowed_with_a_json_400_under_the_api() -> None:
+    client = Client(raise_request_exception=False)
+
+    api = client.get("/api/v1/jobs/0f8fad5b-d9cb-469f-a165-70867728950e", headers={"host": "evil..example"})
+    page = client.get("/admin/login/", headers={"host": "evil..example"})
+
+    assert_error(api, 400, "bad_request")
+    assert page.status_code == 400
+    assert not page["Content-Type"].startswith("application/json")
