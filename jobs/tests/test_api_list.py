@@ -59,7 +59,7 @@ def test_it_answers_404_past_the_last_page(api_client: APIClient) -> None:
         ("page", "-1"),
         ("page", "1e3"),
         ("page", "last"),
-        ("page", "\u0661"),  # ARABIC-INDIC DIGIT ONE: a digit to str.isdigit, not to int()
+        ("page", "\u0661"),  # ARABIC-INDIC DIGIT ONE: int() reads it, but it is not a page number a URL carries
         ("page_size", "null"),
         ("page_size", "0"),
         ("page_size", "-5"),
