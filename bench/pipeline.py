@@ -1,6 +1,6 @@
 """The restore pipeline end to end, measured by hand: API -> Redis -> worker -> ComfyUI stand-in -> S3.
 
-    .venv/bin/python bench/pipeline.py [--restores 50] [--exec-seconds 0.2]
+    .venv/bin/python bench/pipeline.py [--restores 50] [--exec-seconds 0.2] [--poll-ms 100] [--no-wakeup]
 
 Starts its own parts: a database ``rekindle_bench`` on the local PostgreSQL (created and
 migrated), a Dramatiq namespace of its own on the local Redis, moto's S3 server, one
@@ -11,7 +11,13 @@ in this process), one after the other, each waiting for its result to be stored,
 - end to end: from the API's 202 to the attempt's ``finished_at`` (result stored in S3);
 - overhead: end to end minus the stand-in's own execution (its history's execution_start
   to execution_success), i.e. what our code, Redis, PostgreSQL and S3 add (target <= 50 ms median);
-- enqueue to start: from the API's 202 to the worker's claim (``started_at``).
+- enqueue to start: from the API's 202 to the worker's claim (``started_at``); negative when the
+  worker claims the attempt before the client has read the 202 (the message leaves on commit,
+  inside the request).
+
+The worker is woken by the notice ``rekindle.broker.WakingRedisBroker`` publishes with each
+message; ``--no-wakeup`` sends with Dramatiq's plain ``RedisBroker`` instead, so the worker only
+finds it at its next idle poll (``--poll-ms`` sets that ceiling).
 
 One at a time on purpose: this measures latency, not throughput (the node runs one prompt at a time).
 """
@@ -69,8 +75,13 @@ def main() -> None:
     parser.add_argument(
         "--poll-ms",
         type=int,
-        default=1000,
-        help="the worker's idle Redis poll ceiling (dramatiq_worker_timeout; Dramatiq's default is 1000)",
+        default=None,
+        help="the worker's idle Redis poll ceiling (dramatiq_worker_timeout); default: what manage.py sets (100)",
+    )
+    parser.add_argument(
+        "--no-wakeup",
+        action="store_true",
+        help="send with Dramatiq's plain RedisBroker (no wake-up notice): the worker finds messages by polling",
     )
     args = parser.parse_args()
 
@@ -121,6 +132,12 @@ def main() -> None:
     from restoration.models import RestoreAttempt
 
     call_command("migrate", verbosity=0)
+    if args.no_wakeup:
+        from dramatiq.brokers.redis import RedisBroker
+
+        from rekindle.testing.pipeline import BrokerSwap
+
+        BrokerSwap(RedisBroker(url=REDIS_URL, namespace=namespace))  # type: ignore[no-untyped-call]
     boto3.client(
         "s3",
         endpoint_url=env["AWS_S3_ENDPOINT_URL"],
@@ -139,7 +156,7 @@ def main() -> None:
             "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
             "EMAIL_FILE_PATH": str(emails),
             "LOG_LEVEL": "INFO",  # the worker says it is ready at INFO
-            "dramatiq_worker_timeout": str(args.poll_ms),
+            **({"dramatiq_worker_timeout": str(args.poll_ms)} if args.poll_ms is not None else {}),
         },
         threads=2,
     ).start()
@@ -187,7 +204,8 @@ def main() -> None:
             to_start.append((attempt.started_at - accepted).total_seconds())
         print(
             f"{args.restores} restores, one at a time, stand-in sampler {args.exec_seconds * 1000:.0f} ms, "
-            f"worker poll ceiling {args.poll_ms} ms"
+            f"worker poll ceiling {f'{args.poll_ms} ms' if args.poll_ms else 'as manage.py sets it'}, "
+            f"{'no wake-up (polling only)' if args.no_wakeup else 'wake-up on enqueue'}"
         )
         print(describe("end to end", end_to_end))
         print(describe("overhead", overhead))
