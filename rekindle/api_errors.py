@@ -85,7 +85,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, RequestDataTooBig):
         # Django raises these while parsing a body; left alone they become an HTML 400.
         exc = ApiError(
-            "The form fields are too large.",
+            "The request body is too large.",
             code="request_too_large",
             status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )

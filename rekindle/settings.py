@@ -297,6 +297,10 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Restore, animation and HD runs share one status set: one schema enum, not one per field.
     "ENUM_NAME_OVERRIDES": {"AttemptStatusEnum": "jobs.models.AttemptStatus"},
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "rekindle.openapi.add_common_error_responses",
+    ],
 }
 
 # --- Accounts and security ----------------------------------------------------
