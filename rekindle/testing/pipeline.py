@@ -2,8 +2,9 @@
 
 Fixtures (registered by ``tests/e2e/conftest.py``; the benchmark uses the classes directly):
 
-- ``redis_broker``: the test process sends to a ``RedisBroker`` under a namespace of its
-  own (``rekindle-test-<hex>``) on the machine's Redis, with every actor re-bound to it;
+- ``redis_broker``: the test process sends to a ``WakingRedisBroker`` (the settings' broker)
+  under a namespace of its own (``rekindle-test-<hex>``) on the machine's Redis, with every
+  actor re-bound to it;
   the stub broker and the actors' bindings come back afterwards and the namespace is flushed.
 - ``pipeline_worker``: ``pipeline_worker(**env)`` starts ``manage.py rundramatiq`` as a
   subprocess on the pytest test database (committed rows: use transactional tests), the
