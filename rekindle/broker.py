@@ -11,7 +11,9 @@ consumer waits on that channel instead of sleeping: a new message starts within 
 round trip, and the ceiling only bounds how long a consumer goes without fetching when
 no wake-up comes (a sender using plain ``RedisBroker``, a wake-up lost to a reconnect).
 Queues, messages, acks and the Lua scripts are Dramatiq's own, unchanged: the two brokers
-read and write the same queues, and either side may be the plain one.
+read and write the same queues, and either side may be the plain one. Each consumer (one
+per queue and delay queue, per worker process) holds one more Redis connection, for its
+subscription.
 """
 
 from __future__ import annotations
