@@ -145,6 +145,16 @@ class JobPagination(PageNumberPagination):
     def get_page_number(self, request: Request, paginator: Any) -> int:
         return _positive_int_param(request, self.page_query_param) or 1
 
+    def get_schema_operation_parameters(self, view: APIView) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            parameter["schema"]["minimum"] = 1
+            if parameter["name"] == self.page_size_query_param:
+                parameter["description"] = (
+                    f"Jobs per page, from 1; more than {self.max_page_size} gives {self.max_page_size}."
+                )
+        return parameters
+
 
 class JobListView(generics.ListAPIView[Job]):
     serializer_class = JobSummarySerializer

@@ -43,3 +43,12 @@ def test_it_documents_the_answers_of_the_job_list(api_client: APIClient) -> None
     api_client.force_authenticate(me)
     for query in ({}, {"page_size": "0"}, {"page": "x"}, {"page": "9"}):
         assert_documented(api_client.get("/api/v1/jobs", query), document, "/api/v1/jobs", "get")
+
+
+def test_it_documents_the_page_parameters_as_whole_numbers_from_one(api_client: APIClient) -> None:
+    parameters = served_document(api_client)["paths"]["/api/v1/jobs"]["get"]["parameters"]
+    schemas = {parameter["name"]: parameter["schema"] for parameter in parameters}
+    assert schemas == {
+        "page": {"type": "integer", "minimum": 1},
+        "page_size": {"type": "integer", "minimum": 1},
+    }
