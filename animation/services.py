@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import posixpath
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
@@ -23,7 +24,7 @@ from jobs.models import AttemptStatus, Job
 from jobs.runner import BadInput, RunContext, RunOutput, attempt_process, workflow_for_run
 from rekindle import storage
 from rekindle.api_errors import Conflict
-from rekindle.engines.base import InputImage, RunRequest
+from rekindle.engines.base import EngineResult, InputImage, RunRequest
 from rekindle.workflows import workflow_for_kind, workflow_name_for_kind
 from restoration.models import RestoreAttempt
 
@@ -114,22 +115,27 @@ def _restored_image(attempt: AnimationAttempt, param: str) -> InputImage:
     return InputImage(param=param, filename=posixpath.basename(key), data=storage.read_bytes(key))
 
 
-def _animate_preview(run: RunContext[AnimationAttempt]) -> RunOutput:
-    attempt = run.attempt
-    workflow, params, timeout = workflow_for_run(
-        attempt.workflow, attempt.parameters, settings.ANIMATION_TIME_LIMIT_SECONDS
-    )
+def _run_video(
+    run: RunContext[AnimationAttempt], workflow_name: str, params: Mapping[str, Any], time_limit: int
+) -> tuple[EngineResult, bytes]:
+    """Run a video workflow on the attempt's restored image; the result and its video as MP4."""
+    workflow, params, timeout = workflow_for_run(workflow_name, params, time_limit)
     result = run.run_engine(
         RunRequest(
             workflow=workflow.name,
             run_id=run.run_id,
-            images=(_restored_image(attempt, workflow.image_params[0]),),
+            images=(_restored_image(run.attempt, workflow.image_params[0]),),
             params=params,
             timeout=timeout,
         )
     )
     output = result.first("video")
-    video = as_mp4(output.data, output.content_type)
+    return result, as_mp4(output.data, output.content_type)
+
+
+def _animate_preview(run: RunContext[AnimationAttempt]) -> RunOutput:
+    attempt = run.attempt
+    result, video = _run_video(run, attempt.workflow, attempt.parameters, settings.ANIMATION_TIME_LIMIT_SECONDS)
     ts = attempt_timestamp_id(attempt)
     preview_key = storage.animation_preview_key(attempt.job_id, ts)
     thumb_key = storage.thumbnail_key(attempt.job_id, ts)
@@ -157,26 +163,15 @@ HD_CARRIED_PARAMETERS = ("prompt", "negative_prompt", "seed")
 
 def _animate_hd(run: RunContext[AnimationAttempt]) -> RunOutput:
     attempt = run.attempt
-    name = workflow_name_for_kind("animate_hd")
     hd_params = workflow_for_kind("animate_hd").params
     # The preview's creative choices (what moves, and the seed) carry over, so the HD video is the
     # preview the person paid for; its size, length and frame rate are the HD workflow's own.
     carried = {
         key: value for key, value in attempt.parameters.items() if key in HD_CARRIED_PARAMETERS and key in hd_params
     }
-    workflow, params, timeout = workflow_for_run(name, carried, settings.HD_TIME_LIMIT_SECONDS)
-    result = run.run_engine(
-        RunRequest(
-            workflow=workflow.name,
-            run_id=run.run_id,
-            images=(_restored_image(attempt, workflow.image_params[0]),),
-            params=params,
-            timeout=timeout,
-        )
-    )
-    output = result.first("video")
+    result, video = _run_video(run, workflow_name_for_kind("animate_hd"), carried, settings.HD_TIME_LIMIT_SECONDS)
     key = storage.animation_result_key(attempt.job_id, attempt_timestamp_id(attempt))
-    storage.put(key, as_mp4(output.data, output.content_type), content_type="video/mp4")
+    storage.put(key, video, content_type="video/mp4")
     return RunOutput(
         values={"result_key": key, "engine": result.engine, "node": result.node, "prompt_id": result.prompt_id}
     )
