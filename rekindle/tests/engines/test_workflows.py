@@ -23,7 +23,8 @@ from rekindle.workflows import (
     workflow_for_kind,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+# The object_info recorded from ComfyUI 0.3.64, shared with the stand-in server.
+FIXTURES = Path(__file__).resolve().parents[2] / "testing" / "fixtures" / "comfyui"
 WORKFLOWS_DIR = Path(__file__).resolve().parents[3] / "workflows"
 WORKFLOW_NAMES = sorted(path.stem for path in WORKFLOWS_DIR.glob("*.json"))
 CPU_TWINS = [name for name in WORKFLOW_NAMES if name.endswith("_cpu")]
