@@ -64,6 +64,21 @@ def exif_rotated_jpeg_with_gps() -> bytes:
     )
 
 
+def upright_jpeg_with_gps() -> bytes:
+    """An upright 8-bit RGB JPEG with no ICC profile: nothing converts it, yet its GPS, XMP and comment must go."""
+    exif = Image.Exif()
+    exif[0x010F] = "Old Camera Co."  # Make
+    exif[GPS_IFD] = {1: "N", 2: (48.0, 51.0, 29.0), 3: "E", 4: (2.0, 17.0, 40.0)}
+    return encode(
+        solid(40, 30),
+        "JPEG",
+        quality=95,
+        exif=exif,
+        xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF/></x:xmpmeta>',
+        comment=b"taken at grandma's house",
+    )
+
+
 def cmyk_jpeg() -> bytes:
     # Pure cyan ink: no magenta, yellow or black.
     return encode(Image.new("CMYK", (32, 24), (255, 0, 0, 0)), "JPEG", quality=95)

@@ -83,6 +83,19 @@ def test_it_applies_exif_orientation_and_strips_every_piece_of_metadata() -> Non
     assert result.sha256 == hashlib.sha256(stored).hexdigest()
 
 
+def test_it_strips_metadata_from_a_photo_that_needs_no_conversion() -> None:
+    source = imagedata.upright_jpeg_with_gps()
+    assert b"grandma" in source
+
+    _, stored, image = _normalize(source)
+
+    assert (image.width, image.height) == (40, 30)
+    assert not image.getexif()
+    assert not {0xE1, 0xE2, 0xED, 0xFE} & set(jpeg_segments(stored))
+    for leak in (b"Old Camera Co.", b"xmpmeta", b"grandma"):
+        assert leak not in stored
+
+
 def test_it_converts_through_an_embedded_icc_profile_to_srgb() -> None:
     # Red pixels in a profile whose "red" is sRGB's green: a colour-managed result is green.
     _, stored, image = _normalize(imagedata.jpeg_with_icc(imagedata.swapped_primaries_icc()))

@@ -147,6 +147,7 @@ def test_it_gives_a_labelled_jpeg_and_reports_each_step() -> None:
         assert jpeg.format == "JPEG"
         software = jpeg.getexif()[0x0131]
     assert LocalEngine.label in software
+    assert "development" in software  # its results must never pass for a GPU restoration
     assert "AI" not in software
     assert (result.engine, result.node, result.prompt_id) == ("local", "local", "a1b2.try-1")
     assert result.execution_seconds is not None
