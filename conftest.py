@@ -21,7 +21,12 @@ from PIL import Image
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
 
-pytest_plugins = ["rekindle.testing.s3", "rekindle.testing.comfyui_fixtures", "rekindle.testing.pipeline"]
+pytest_plugins = [
+    "rekindle.testing.s3",
+    "rekindle.testing.comfyui_fixtures",
+    "rekindle.testing.pipeline",
+    "rekindle.testing.auth0",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -48,6 +53,32 @@ def stub_broker() -> Iterator[Any]:
     broker.flush_all()
     yield broker
     broker.flush_all()
+
+
+class QueuedMessages:
+    """What waits on the stub broker's queues, read without taking it off them."""
+
+    def __init__(self, broker: Any) -> None:
+        self.broker = broker
+
+    def messages(self, queue_name: str) -> list[dramatiq.Message[Any]]:
+        if queue_name not in self.broker.queues:
+            return []
+        return [dramatiq.Message.decode(data) for data in list(self.broker.queues[queue_name].queue)]
+
+    def ids(self, queue_name: str) -> list[str]:
+        """The first argument (an attempt or job id) of each message, in queue order."""
+        return [message.args[0] for message in self.messages(queue_name)]
+
+    def calls(self, queue_name: str) -> list[tuple[str, str]]:
+        """``(actor name, first argument)`` of each message, sorted."""
+        return sorted((message.actor_name, message.args[0]) for message in self.messages(queue_name))
+
+
+@pytest.fixture
+def queued(stub_broker: Any) -> QueuedMessages:
+    """The messages on the (emptied) stub broker: ``queued.ids("restoration")``, ``queued.calls("animation")``."""
+    return QueuedMessages(stub_broker)
 
 
 @pytest.fixture

@@ -1,22 +1,36 @@
-"""Animation attempt admin: previews and HD results played in the page, full errors, and the staff actions.
+"""Animation and HD result admin: previews and HD videos played in the page, full errors, and the staff actions.
 
-On top of requeue, cancel and resend (``jobs.admin_attempts``): requeue and cancel also
-reach an animation's HD run (the second run on the same row), and "Generate the HD
-result" calls ``hd_result_generate``, the service billing calls once a payment clears,
-so staff can grant or retry an HD result (it marks the HD result as paid for).
+On top of requeue, cancel and resend (``jobs.admin_attempts``), an animation's own
+actions also reach its HD run, so support can act from the animation a person asks
+about; "Generate the HD result" calls ``hd_result_generate``, the service billing calls
+once a payment clears, so staff can grant or retry an HD result (it marks the HD result
+as paid for). HD results also have a list of their own, with the same actions. The job
+admin gets the animations inline, the latest animation's state, the animation count and
+an HD filter (``JobAdminPart``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from animation.models import AnimationAttempt
+from animation.models import AnimationAttempt, HDAttempt
 from animation.services import AnimationNotReady, hd_result_generate
+from jobs.admin import (
+    INLINE_FIELDS,
+    AttemptInlineBase,
+    JobAdminPart,
+    LatestAttemptStatusFilter,
+    count_of,
+    latest_of,
+    register_job_admin_part,
+)
 from jobs.admin_attempts import ACTIONS, LIST_DISPLAY, RUN_FIELDS, AttemptAdmin, report
 from jobs.admin_display import (
     EMPTY,
@@ -28,18 +42,22 @@ from jobs.admin_display import (
     thumbnail,
     video_player,
 )
-from jobs.attempts import HD, MAIN, Stage, attempt_cancel, attempt_requeue
-from jobs.models import AttemptStatus
+from jobs.attempts import REQUEUEABLE_STATUSES, attempt_cancel, attempt_requeue
+from jobs.models import IN_FLIGHT_STATUSES, Attempt, AttemptStatus, Job
 
 FINISHED = (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELED)
-IN_FLIGHT = (AttemptStatus.QUEUED, AttemptStatus.RUNNING)
-REQUEUEABLE = (AttemptStatus.FAILED, AttemptStatus.CANCELED)
+
+
+def _hd_badge(animation: AnimationAttempt) -> SafeString:
+    hd = animation.hd_attempt
+    return format_html("{}{}", status_badge(hd.status if hd else ""), " paid" if animation.hd_paid else "")
 
 
 @admin.register(AnimationAttempt)
 class AnimationAttemptAdmin(AttemptAdmin[AnimationAttempt]):
     list_display = (*LIST_DISPLAY, "preview", "hd")
-    list_filter = ["status", "hd_status", "hd_paid", "workflow", "engine", "queued_at"]
+    list_filter = ["status", "hd__status", "hd_paid", "workflow", "engine", "queued_at"]
+    list_select_related = ["job", "hd"]
     actions = (*ACTIONS, "generate_hd_result")
     fieldsets = [
         (
@@ -54,6 +72,7 @@ class AnimationAttemptAdmin(AttemptAdmin[AnimationAttempt]):
             {
                 "fields": [
                     "hd_paid",
+                    "hd_link",
                     "hd_status_badge",
                     "hd_progress_bar",
                     "hd_player",
@@ -80,9 +99,9 @@ class AnimationAttemptAdmin(AttemptAdmin[AnimationAttempt]):
             return thumbnail(obj.thumbnail_key, alt="animation")
         return EMPTY
 
-    @admin.display(description="HD", ordering="hd_status")
+    @admin.display(description="HD", ordering="hd__status")
     def hd(self, obj: AnimationAttempt) -> SafeString:
-        return format_html("{}{}", status_badge(obj.hd_status), " paid" if obj.hd_paid else "")
+        return _hd_badge(obj)
 
     @admin.display(description="restore")
     def restore_link(self, obj: AnimationAttempt) -> SafeString:
@@ -93,41 +112,97 @@ class AnimationAttemptAdmin(AttemptAdmin[AnimationAttempt]):
     def preview_player(self, obj: AnimationAttempt) -> SafeString | str:
         return video_player(obj.preview_key, poster_key=obj.thumbnail_key)
 
+    # The HD run's facts, read from its own row (empty until it is asked for).
+
+    def _hd_value(self, obj: AnimationAttempt, name: str) -> Any:
+        hd = obj.hd_attempt
+        value = getattr(hd, name) if hd is not None else None
+        return EMPTY if value in (None, "") else value
+
+    @admin.display(description="HD attempt")
+    def hd_link(self, obj: AnimationAttempt) -> SafeString | str:
+        hd = obj.hd_attempt
+        if hd is None:
+            return EMPTY
+        url = reverse("admin:animation_hdattempt_change", args=[hd.pk])
+        return format_html('<a href="{}">HD result {}</a>', url, hd.pk)
+
     @admin.display(description="HD result")
     def hd_player(self, obj: AnimationAttempt) -> SafeString | str:
-        return video_player(obj.hd_result_key, poster_key=obj.thumbnail_key)
+        hd = obj.hd_attempt
+        return video_player(hd.result_key, poster_key=obj.thumbnail_key) if hd is not None else EMPTY
 
     @admin.display(description="HD status")
     def hd_status_badge(self, obj: AnimationAttempt) -> SafeString:
-        return status_badge(obj.hd_status)
+        hd = obj.hd_attempt
+        return status_badge(hd.status if hd is not None else "")
 
     @admin.display(description="HD progress")
     def hd_progress_bar(self, obj: AnimationAttempt) -> SafeString | str:
-        return progress_bar(obj.hd_progress, obj.hd_status) if obj.hd_status else EMPTY
+        hd = obj.hd_attempt
+        return progress_bar(hd.progress, hd.status) if hd is not None else EMPTY
 
     @admin.display(description="HD duration")
     def hd_duration(self, obj: AnimationAttempt) -> str:
-        return duration_text(obj.hd_started_at, obj.hd_finished_at)
+        hd = obj.hd_attempt
+        return duration_text(hd.started_at, hd.finished_at) if hd is not None else EMPTY
 
     @admin.display(description="HD error")
     def hd_error_detail(self, obj: AnimationAttempt) -> SafeString | str:
-        return error_full(obj.hd_error_type, obj.hd_error_message, obj.hd_error_details)
+        hd = obj.hd_attempt
+        return error_full(hd.error_type, hd.error_message, hd.error_details) if hd is not None else EMPTY
+
+    @admin.display(description="HD engine")
+    def hd_engine(self, obj: AnimationAttempt) -> Any:
+        hd = obj.hd_attempt
+        return hd.engine_label if hd is not None and hd.engine else EMPTY
+
+    @admin.display(description="HD node")
+    def hd_node(self, obj: AnimationAttempt) -> Any:
+        return self._hd_value(obj, "node")
+
+    @admin.display(description="HD prompt id")
+    def hd_prompt_id(self, obj: AnimationAttempt) -> Any:
+        return self._hd_value(obj, "prompt_id")
+
+    @admin.display(description="HD tries")
+    def hd_tries(self, obj: AnimationAttempt) -> Any:
+        return self._hd_value(obj, "tries")
+
+    @admin.display(description="HD queued at")
+    def hd_queued_at(self, obj: AnimationAttempt) -> Any:
+        return self._hd_value(obj, "queued_at")
+
+    @admin.display(description="HD started at")
+    def hd_started_at(self, obj: AnimationAttempt) -> Any:
+        return self._hd_value(obj, "started_at")
+
+    @admin.display(description="HD finished at")
+    def hd_finished_at(self, obj: AnimationAttempt) -> Any:
+        return self._hd_value(obj, "finished_at")
+
+    @admin.display(description="HD email sent at")
+    def hd_notified_at(self, obj: AnimationAttempt) -> Any:
+        return self._hd_value(obj, "notified_at")
 
     # --- actions ----------------------------------------------------------------
 
-    def stage_for_email(self, attempt: AnimationAttempt) -> Stage:
+    def email_attempt(self, attempt: AnimationAttempt) -> Attempt:
         # The newest news: the HD result's email once it has ended, else the preview's.
-        return HD if attempt.hd_status in FINISHED else MAIN
+        hd = attempt.hd_attempt
+        return hd if hd is not None and hd.status in FINISHED else attempt
 
     def requeue_one(self, attempt: AnimationAttempt) -> bool:
         if attempt_requeue(attempt):
             return True
-        return attempt.hd_status in REQUEUEABLE and attempt_requeue(attempt, stage=HD)
+        hd = attempt.hd_attempt
+        return hd is not None and hd.status in REQUEUEABLE_STATUSES and attempt_requeue(hd)
 
     def cancel_one(self, attempt: AnimationAttempt) -> bool:
         if attempt_cancel(attempt):
             return True
-        return attempt.hd_status in IN_FLIGHT and attempt_cancel(attempt, stage=HD)
+        hd = attempt.hd_attempt
+        return hd is not None and hd.status in IN_FLIGHT_STATUSES and attempt_cancel(hd)
 
     @admin.action(description="Generate the HD result (marks it paid for)", permissions=["change"])
     def generate_hd_result(self, request: HttpRequest, queryset: QuerySet[AnimationAttempt]) -> None:
@@ -141,6 +216,111 @@ class AnimationAttemptAdmin(AttemptAdmin[AnimationAttempt]):
             if queued:
                 done += 1
             else:
-                hd_status = AnimationAttempt.objects.filter(pk=attempt.pk).values_list("hd_status", flat=True).first()
+                hd_status = HDAttempt.objects.filter(animation=attempt).values_list("status", flat=True).first()
                 skipped.append(f"with an HD run already {hd_status}" if hd_status else "already handled")
         report(request, self, outcome_report("Queued the HD result of", done, skipped, noun="animation"), done)
+
+
+@admin.register(HDAttempt)
+class HDAttemptAdmin(AttemptAdmin[HDAttempt]):
+    list_display = (*LIST_DISPLAY, "paid", "video")
+    list_select_related = ["job", "animation"]
+    fieldsets = [
+        (None, {"fields": ["id", "job_link", "animation_link", "paid", "status_badge", "progress", "workflow"]}),
+        ("HD video", {"fields": ["video_player"]}),
+        ("Parameters", {"fields": ["parameters_json"]}),
+        ("Error", {"fields": ["error_detail"]}),
+        ("Run", {"fields": [*RUN_FIELDS]}),
+    ]
+
+    @admin.display(description="paid", boolean=True, ordering="animation__hd_paid")
+    def paid(self, obj: HDAttempt) -> bool:
+        return obj.animation.hd_paid
+
+    @admin.display(description="video")
+    def video(self, obj: HDAttempt) -> SafeString | str:
+        return "video" if obj.result_key else EMPTY
+
+    @admin.display(description="animation")
+    def animation_link(self, obj: HDAttempt) -> SafeString:
+        url = reverse("admin:animation_animationattempt_change", args=[obj.animation_id])
+        return format_html('<a href="{}">Animation attempt {}</a>', url, obj.animation_id)
+
+    @admin.display(description="HD video")
+    def video_player(self, obj: HDAttempt) -> SafeString | str:
+        return video_player(obj.result_key, poster_key=obj.animation.thumbnail_key)
+
+
+# --- On the job's admin page and in the job list ---------------------------------------
+
+
+class AnimationAttemptInline(AttemptInlineBase):
+    model = AnimationAttempt
+    verbose_name_plural = "animation attempts"
+    fields = (*INLINE_FIELDS, "hd", "preview")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AnimationAttempt]:
+        return super().get_queryset(request).select_related("hd")
+
+    @admin.display(description="HD")
+    def hd(self, obj: AnimationAttempt) -> SafeString:
+        return _hd_badge(obj)
+
+    @admin.display(description="preview")
+    def preview(self, obj: AnimationAttempt) -> SafeString | str:
+        return thumbnail(obj.thumbnail_key) if obj.thumbnail_key else (EMPTY if not obj.preview_key else "video")
+
+
+class LatestAnimationStatusFilter(LatestAttemptStatusFilter):
+    title = "latest animation"
+    parameter_name = "latest_animation"
+    annotation = "latest_animation_status"
+
+
+class HasHDFilter(admin.SimpleListFilter):
+    title = "HD result"
+    parameter_name = "hd"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Has an HD result"), ("paid", "Paid for"), ("no", "No HD result")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == "yes":
+            return queryset.filter(has_hd=True)
+        if value == "paid":
+            return queryset.filter(hd_paid=True)
+        if value == "no":
+            return queryset.filter(has_hd=False)
+        return queryset
+
+
+@admin.display(description="latest animation", ordering="latest_animation_status")
+def latest_animation_badge(job: Job) -> SafeString:
+    return status_badge(getattr(job, "latest_animation_status", None) or "")
+
+
+@admin.display(description="animations")
+def animation_count(job: Job) -> int:
+    return int(getattr(job, "animation_count", 0))
+
+
+@admin.display(description="HD", boolean=True, ordering="has_hd")
+def has_hd(job: Job) -> bool:
+    return bool(getattr(job, "has_hd", False))
+
+
+register_job_admin_part(
+    JobAdminPart(
+        inline=AnimationAttemptInline,
+        annotations=lambda: {
+            "latest_animation_status": latest_of(AnimationAttempt),
+            "animation_count": count_of(AnimationAttempt),
+            "has_hd": Exists(HDAttempt.objects.filter(job=OuterRef("pk")).exclude(result_key="")),
+            "hd_paid": Exists(AnimationAttempt.objects.filter(job=OuterRef("pk"), hd_paid=True)),
+        },
+        columns=[latest_animation_badge, animation_count, has_hd],
+        filters=[LatestAnimationStatusFilter, HasHDFilter],
+    )
+)

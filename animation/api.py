@@ -8,11 +8,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from animation.serializers import AnimateInputSerializer
+from animation.serializers import AnimateInputSerializer, AnimationAttemptSerializer
 from animation.services import animation_attempt_create
 from jobs.access import job_for_request
 from jobs.api import NOT_FOUND, TOKEN_PARAMETERS
-from jobs.serializers import AnimationAttemptSerializer, ErrorSerializer
+from jobs.serializers import ErrorSerializer
 
 
 def _error(description: str) -> OpenApiResponse:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import posixpath
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
-from animation.models import AnimationAttempt
+from animation.models import AnimationAttempt, HDAttempt
 from animation.video import as_mp4, thumbnail_jpeg
 from jobs.attempts import (
-    HD,
+    REQUEUEABLE_STATUSES,
     attempt_requeue,
     attempt_send_on_commit,
     attempt_timestamp_id,
@@ -23,20 +21,20 @@ from jobs.attempts import (
 from jobs.models import AttemptStatus, Job
 from jobs.runner import BadInput, RunContext, RunOutput, attempt_process, workflow_for_run
 from rekindle import storage
-from rekindle.api_errors import Conflict
 from rekindle.engines.base import EngineResult, InputImage, RunRequest
-from rekindle.workflows import workflow_for_kind, workflow_name_for_kind
+from rekindle.errors import Conflict
+from rekindle.workflows import workflow_for_kind
 from restoration.models import RestoreAttempt
 
 
 class NoRestoreToAnimate(Conflict):
-    default_code = "no_restore_to_animate"
-    default_detail = "Animate needs a succeeded restore of this job: restore the photo first, or pick one."
+    code = "no_restore_to_animate"
+    message = "Animate needs a succeeded restore of this job: restore the photo first, or pick one."
 
 
 class AnimationNotReady(Conflict):
-    default_code = "animation_not_ready"
-    default_detail = "The HD result is made from a succeeded animation preview."
+    code = "animation_not_ready"
+    message = "The HD result is made from a succeeded animation preview."
 
 
 def animation_attempt_create(
@@ -69,6 +67,25 @@ def animation_attempt_create(
     return attempt
 
 
+# Parameters of the preview that its HD result keeps: what moves, and the seed.
+HD_CARRIED_PARAMETERS = ("prompt", "negative_prompt", "seed")
+
+
+def hd_parameters(animation: AnimationAttempt) -> dict[str, Any]:
+    """The HD run's parameters: the preview's creative choices, checked against the HD workflow.
+
+    The HD video is the preview the person paid for, so its prompt and seed carry over;
+    its size, length and frame rate are the HD workflow's own defaults.
+    """
+    workflow = workflow_for_kind("animate_hd")
+    carried = {
+        key: value
+        for key, value in animation.parameters.items()
+        if key in HD_CARRIED_PARAMETERS and key in workflow.params
+    }
+    return workflow.validate(carried)
+
+
 def hd_result_generate(*, animation: AnimationAttempt) -> bool:
     """Mark the animation's HD result as paid for and queue its run; False when already queued, running or made.
 
@@ -84,14 +101,17 @@ def hd_result_generate(*, animation: AnimationAttempt) -> bool:
         if not row.hd_paid:
             AnimationAttempt.objects.filter(pk=row.pk).update(hd_paid=True)
         animation.hd_paid = True
-        if row.hd_status in (AttemptStatus.FAILED, AttemptStatus.CANCELED):
-            return attempt_requeue(row, stage=HD)
-        if row.hd_status:
-            return False  # queued, running or succeeded already
-        AnimationAttempt.objects.filter(pk=row.pk).update(
-            hd_status=AttemptStatus.QUEUED, hd_queued_at=timezone.now(), hd_progress=0
+        hd = HDAttempt.objects.filter(animation=row).first()
+        if hd is not None:
+            # Queued, running or made already; or failed or canceled: the same row runs again.
+            return hd.status in REQUEUEABLE_STATUSES and attempt_requeue(hd)
+        hd = HDAttempt.objects.create(
+            job_id=row.job_id,
+            animation=row,
+            workflow=workflow_for_kind("animate_hd").name,
+            parameters=hd_parameters(row),
         )
-        attempt_send_on_commit(row, HD)
+        attempt_send_on_commit(hd)
     return True
 
 
@@ -100,31 +120,29 @@ def hd_result_generate(*, animation: AnimationAttempt) -> bool:
 
 def animation_attempt_process(*, attempt_id: str) -> str:
     """Run one animation preview (the body of ``process_animation``); see ``jobs.runner`` for the error policy."""
-    return attempt_process(AnimationAttempt, attempt_id, work=_animate_preview)
+    return attempt_process(AnimationAttempt, attempt_id)
 
 
 def hd_result_process(*, attempt_id: str) -> str:
     """Make one animation's HD result (the body of ``generate_hd_result``)."""
-    return attempt_process(AnimationAttempt, attempt_id, work=_animate_hd, stage=HD)
+    return attempt_process(HDAttempt, attempt_id)
 
 
-def _restored_image(attempt: AnimationAttempt, param: str) -> InputImage:
-    key = attempt.restore.result_key
+def _restored_image(animation: AnimationAttempt, param: str) -> InputImage:
+    key = animation.restore.result_key
     if not key:
         raise BadInput("restore_missing", "The restore this animation starts from has no stored image.")
     return InputImage(param=param, filename=posixpath.basename(key), data=storage.read_bytes(key))
 
 
-def _run_video(
-    run: RunContext[AnimationAttempt], workflow_name: str, params: Mapping[str, Any], time_limit: int
-) -> tuple[EngineResult, bytes]:
-    """Run a video workflow on the attempt's restored image; the result and its video as MP4."""
-    workflow, params, timeout = workflow_for_run(workflow_name, params, time_limit)
+def _run_video(run: RunContext[Any], animation: AnimationAttempt, time_limit: int) -> tuple[EngineResult, bytes]:
+    """Run the attempt's video workflow on the animation's restored image; the result and its video as MP4."""
+    workflow, params, timeout = workflow_for_run(run.attempt.workflow, run.attempt.parameters, time_limit)
     result = run.run_engine(
         RunRequest(
             workflow=workflow.name,
             run_id=run.run_id,
-            images=(_restored_image(run.attempt, workflow.image_params[0]),),
+            images=(_restored_image(animation, workflow.image_params[0]),),
             params=params,
             timeout=timeout,
         )
@@ -133,9 +151,10 @@ def _run_video(
     return result, as_mp4(output.data, output.content_type)
 
 
-def _animate_preview(run: RunContext[AnimationAttempt]) -> RunOutput:
+def animate_preview(run: RunContext[AnimationAttempt]) -> RunOutput:
+    """The work of one preview run: the video, its thumbnail, and the job's latest animation."""
     attempt = run.attempt
-    result, video = _run_video(run, attempt.workflow, attempt.parameters, settings.ANIMATION_TIME_LIMIT_SECONDS)
+    result, video = _run_video(run, attempt, settings.ANIMATION_TIME_LIMIT_SECONDS)
     ts = attempt_timestamp_id(attempt)
     preview_key = storage.animation_preview_key(attempt.job_id, ts)
     thumb_key = storage.thumbnail_key(attempt.job_id, ts)
@@ -157,20 +176,12 @@ def _animate_preview(run: RunContext[AnimationAttempt]) -> RunOutput:
     )
 
 
-# Parameters of the preview that the HD run keeps.
-HD_CARRIED_PARAMETERS = ("prompt", "negative_prompt", "seed")
-
-
-def _animate_hd(run: RunContext[AnimationAttempt]) -> RunOutput:
+def animate_hd(run: RunContext[HDAttempt]) -> RunOutput:
+    """The work of one HD run: the HD video, stored beside its preview (the same timestamp id)."""
     attempt = run.attempt
-    hd_params = workflow_for_kind("animate_hd").params
-    # The preview's creative choices (what moves, and the seed) carry over, so the HD video is the
-    # preview the person paid for; its size, length and frame rate are the HD workflow's own.
-    carried = {
-        key: value for key, value in attempt.parameters.items() if key in HD_CARRIED_PARAMETERS and key in hd_params
-    }
-    result, video = _run_video(run, workflow_name_for_kind("animate_hd"), carried, settings.HD_TIME_LIMIT_SECONDS)
-    key = storage.animation_result_key(attempt.job_id, attempt_timestamp_id(attempt))
+    animation = attempt.animation
+    result, video = _run_video(run, animation, settings.HD_TIME_LIMIT_SECONDS)
+    key = storage.animation_result_key(attempt.job_id, attempt_timestamp_id(animation))
     storage.put(key, video, content_type="video/mp4")
     return RunOutput(
         values={"result_key": key, "engine": result.engine, "node": result.node, "prompt_id": result.prompt_id}

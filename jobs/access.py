@@ -22,11 +22,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.core import signing
 from django.db.models import QuerySet
-from rest_framework import status
 from rest_framework.request import Request
 
 from jobs.models import Job
-from rekindle.api_errors import ApiError
+from rekindle.errors import NotFound
 
 TOKEN_HEADER = "X-Job-Token"  # noqa: S105  (a header name)
 TOKEN_QUERY_PARAM = "token"  # noqa: S105  (a parameter name)
@@ -35,10 +34,8 @@ LINK_QUERY_PARAM = "access"
 _LINK_SALT = "rekindle.jobs.link-access"
 
 
-class JobNotFound(ApiError):
-    status_code = status.HTTP_404_NOT_FOUND
-    default_code = "not_found"
-    default_detail = "No such job, or it is not yours."
+class JobNotFound(NotFound):
+    message = "No such job, or it is not yours."
 
 
 def hash_token(token: str) -> str:
@@ -96,22 +93,17 @@ def job_for_request(
     request: Request,
     job_id: str | uuid.UUID,
     *,
-    for_update: bool = False,
     queryset: QuerySet[Job] | None = None,
 ) -> Job:
     """The job ``job_id`` if the caller may access it, else raise :class:`JobNotFound` (404).
 
     ``queryset`` lets a selector pass its ``select_related``/``prefetch_related``.
-    ``for_update`` locks the row (``SELECT ... FOR UPDATE``) and must be called inside
-    ``transaction.atomic``.
     """
     try:
         pk = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     except ValueError:
         raise JobNotFound() from None
     qs = queryset if queryset is not None else Job.objects.all()
-    if for_update:
-        qs = qs.select_for_update(of=("self",))
     try:
         job = qs.get(pk=pk)
     except Job.DoesNotExist:

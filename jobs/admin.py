@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import CharField, Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.contrib.admin.options import InlineModelAdmin
+from django.db.models import CharField, Count, Expression, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Cast, Coalesce
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from animation.models import AnimationAttempt
 from jobs.admin_display import (
     EMPTY,
     duration_text,
@@ -32,37 +34,66 @@ from jobs.admin_display import (
     status_badge,
     thumbnail,
 )
-from jobs.models import AttemptStatus, Job
+from jobs.kinds import attempt_kinds
+from jobs.models import Attempt, AttemptStatus, Job
 from jobs.services import job_delete
-from restoration.models import RestoreAttempt
 
 ADMIN_CSS = {"all": ["rekindle/admin.css"]}
 _HEX_PREFIX = re.compile(r"^[0-9a-f-]{4,36}$")
 
 
-def _latest(model: type[RestoreAttempt] | type[AnimationAttempt], field: str = "status") -> Subquery:
-    return Subquery(model.objects.filter(job=OuterRef("pk")).order_by("-queued_at").values(field)[:1])
+# --- What each app adds to the job admin --------------------------------------
 
 
-def _count(model: type[RestoreAttempt] | type[AnimationAttempt]) -> Coalesce:
-    counted = model.objects.filter(job=OuterRef("pk")).order_by().values("job").annotate(n=Count("pk")).values("n")
+@dataclass
+class JobAdminPart:
+    """What one app adds to the job list and the job's page, registered from the app's own ``admin`` module.
+
+    ``annotations`` are made into subqueries of the list's one query (so the query count
+    does not grow with rows); ``columns`` and ``filters`` read them.
+    """
+
+    inline: type[InlineModelAdmin[Any, Any]] | None = None
+    annotations: Callable[[], dict[str, Expression | Subquery | Coalesce]] = dict
+    columns: list[Callable[[Job], Any]] = field(default_factory=list)
+    filters: list[type[admin.ListFilter]] = field(default_factory=list)
+
+
+_parts: list[JobAdminPart] = []
+
+
+def register_job_admin_part(part: JobAdminPart) -> None:
+    if part not in _parts:
+        _parts.append(part)
+
+
+def _of_job(model: type[Attempt]) -> QuerySet[Any]:
+    """The attempts of ``model`` belonging to the list row's job (every kind has a ``job`` foreign key)."""
+    rows: QuerySet[Any] = model._default_manager.all()
+    return rows.filter(job=OuterRef("pk"))
+
+
+def latest_of(model: type[Attempt], field_name: str = "status") -> Subquery:
+    """A subquery of the list query: ``field_name`` of the job's newest attempt of ``model``."""
+    return Subquery(_of_job(model).order_by("-queued_at").values(field_name)[:1])
+
+
+def count_of(model: type[Attempt]) -> Coalesce:
+    """A subquery of the list query: how many attempts of ``model`` the job has."""
+    counted = _of_job(model).order_by().values("job").annotate(n=Count("pk")).values("n")
     return Coalesce(Subquery(counted, output_field=IntegerField()), 0)
 
 
 def jobs_for_admin_list(queryset: QuerySet[Job]) -> QuerySet[Job]:
     """The job list's rows with everything its columns and filters read, in one query."""
-    return queryset.select_related("selected_restore", "owner").annotate(
-        latest_restore_status=_latest(RestoreAttempt),
-        latest_animation_status=_latest(AnimationAttempt),
-        restore_count=_count(RestoreAttempt),
-        animation_count=_count(AnimationAttempt),
-        has_hd=Exists(AnimationAttempt.objects.filter(job=OuterRef("pk")).exclude(hd_result_key="")),
-        hd_paid=Exists(AnimationAttempt.objects.filter(job=OuterRef("pk"), hd_paid=True)),
-    )
+    annotations: dict[str, Any] = {}
+    for part in _parts:
+        annotations.update(part.annotations())
+    return queryset.select_related("selected_restore", "owner").annotate(**annotations)
 
 
 class LatestAttemptStatusFilter(admin.SimpleListFilter):
-    """Jobs by the status of their newest attempt of one kind (or: none yet)."""
+    """Jobs by the status of their newest attempt of one kind (or: none yet); subclasses name the annotation."""
 
     annotation = ""
 
@@ -78,41 +109,11 @@ class LatestAttemptStatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-class LatestRestoreStatusFilter(LatestAttemptStatusFilter):
-    title = "latest restore"
-    parameter_name = "latest_restore"
-    annotation = "latest_restore_status"
-
-
-class LatestAnimationStatusFilter(LatestAttemptStatusFilter):
-    title = "latest animation"
-    parameter_name = "latest_animation"
-    annotation = "latest_animation_status"
-
-
-class HasHDFilter(admin.SimpleListFilter):
-    title = "HD result"
-    parameter_name = "hd"
-
-    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [("yes", "Has an HD result"), ("paid", "Paid for"), ("no", "No HD result")]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        value = self.value()
-        if value == "yes":
-            return queryset.filter(has_hd=True)
-        if value == "paid":
-            return queryset.filter(hd_paid=True)
-        if value == "no":
-            return queryset.filter(has_hd=False)
-        return queryset
-
-
 def attempt_search(queryset: QuerySet[Any], term: str, *, job_field: str) -> QuerySet[Any]:
     """Rows matching a search term: an exact id, an id prefix (as shown in lists), or part of the email.
 
     ``job_field`` is the path from the row to its job ("" for jobs themselves). A full
-    UUID also finds the job an attempt id belongs to.
+    UUID also finds the job an attempt id (of any kind) belongs to.
     """
     term = term.strip().lower()
     if not term:
@@ -128,8 +129,8 @@ def attempt_search(queryset: QuerySet[Any], term: str, *, job_field: str) -> Que
         if job_field:
             condition |= Q(**{f"{job_field}_id": exact})
         else:
-            condition |= Q(pk__in=RestoreAttempt.objects.filter(pk=exact).values("job_id"))
-            condition |= Q(pk__in=AnimationAttempt.objects.filter(pk=exact).values("job_id"))
+            for kind in attempt_kinds():
+                condition |= Q(pk__in=kind.rows().filter(pk=exact).values("job_id"))
     elif _HEX_PREFIX.match(term):
         queryset = queryset.annotate(_id_text=Cast("pk", CharField()))
         condition |= Q(_id_text__startswith=term)
@@ -163,75 +164,38 @@ class AttemptInlineBase(admin.TabularInline):  # type: ignore[type-arg]
         return False
 
     @admin.display(description="id")
-    def short(self, obj: RestoreAttempt | AnimationAttempt) -> str:
+    def short(self, obj: Attempt) -> str:
         return short_id(obj.pk)
 
     @admin.display(description="status")
-    def status_badge(self, obj: RestoreAttempt | AnimationAttempt) -> SafeString:
+    def status_badge(self, obj: Attempt) -> SafeString:
         return status_badge(obj.status)
 
     @admin.display(description="progress")
-    def progress_bar(self, obj: RestoreAttempt | AnimationAttempt) -> SafeString:
+    def progress_bar(self, obj: Attempt) -> SafeString:
         return progress_bar(obj.progress, obj.status)
 
     @admin.display(description="duration")
-    def duration(self, obj: RestoreAttempt | AnimationAttempt) -> str:
+    def duration(self, obj: Attempt) -> str:
         return duration_text(obj.started_at, obj.finished_at)
 
     @admin.display(description="error")
-    def error(self, obj: RestoreAttempt | AnimationAttempt) -> SafeString | str:
+    def error(self, obj: Attempt) -> SafeString | str:
         return error_summary(obj.error_type, obj.error_message)
-
-
-class RestoreAttemptInline(AttemptInlineBase):
-    model = RestoreAttempt
-    verbose_name_plural = "restore attempts"
-    fields = (*INLINE_FIELDS, "result")
-    readonly_fields = fields
-
-    @admin.display(description="result")
-    def result(self, obj: RestoreAttempt) -> SafeString | str:
-        return thumbnail(obj.result_key)
-
-
-class AnimationAttemptInline(AttemptInlineBase):
-    model = AnimationAttempt
-    verbose_name_plural = "animation attempts"
-    fields = (*INLINE_FIELDS, "hd", "preview")
-    readonly_fields = fields
-
-    @admin.display(description="HD")
-    def hd(self, obj: AnimationAttempt) -> SafeString:
-        paid = " (paid)" if obj.hd_paid else ""
-        return format_html("{}{}", status_badge(obj.hd_status), paid)
-
-    @admin.display(description="preview")
-    def preview(self, obj: AnimationAttempt) -> SafeString | str:
-        return thumbnail(obj.thumbnail_key) if obj.thumbnail_key else (EMPTY if not obj.preview_key else "video")
 
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin[Job]):
-    list_display = [
-        "short",
-        "email",
-        "created_at",
-        "original",
-        "selected",
-        "latest_restore_badge",
-        "latest_animation_badge",
-        "attempts",
-        "hd",
-    ]
+    # Each app adds its columns, filters and inline (JobAdminPart), after these.
+    list_display = ["short", "email", "created_at", "original", "selected"]
     list_display_links = ["short"]
-    list_filter = [LatestRestoreStatusFilter, LatestAnimationStatusFilter, HasHDFilter, "created_at"]
+    list_filter = ["created_at"]
     date_hierarchy = "created_at"
     search_fields = ["email"]
     search_help_text = "Email (or part of it), a job or attempt id, or the first characters of a job id."
     list_per_page = 50
     show_full_result_count = False
     raw_id_fields = ["owner", "selected_restore", "latest_animation"]
-    inlines = [RestoreAttemptInline, AnimationAttemptInline]
     fieldsets = [
         (None, {"fields": ["id", "email", "owner", "created_at", "updated_at"]}),
         (
@@ -271,6 +235,15 @@ class JobAdmin(admin.ModelAdmin[Job]):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Job]:
         return jobs_for_admin_list(super().get_queryset(request))
 
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        return [*self.list_display, *(column for part in _parts for column in part.columns)]
+
+    def get_list_filter(self, request: HttpRequest) -> list[Any]:
+        return [*(f for part in _parts for f in part.filters), *self.list_filter]
+
+    def get_inlines(self, request: HttpRequest, obj: Job | None) -> list[type[InlineModelAdmin[Any, Any]]]:
+        return [part.inline for part in _parts if part.inline is not None]
+
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
@@ -304,22 +277,6 @@ class JobAdmin(admin.ModelAdmin[Job]):
             return EMPTY
         return thumbnail(restore.result_key, alt="selected restore")
 
-    @admin.display(description="latest restore", ordering="latest_restore_status")
-    def latest_restore_badge(self, obj: Job) -> SafeString:
-        return status_badge(getattr(obj, "latest_restore_status", None) or "")
-
-    @admin.display(description="latest animation", ordering="latest_animation_status")
-    def latest_animation_badge(self, obj: Job) -> SafeString:
-        return status_badge(getattr(obj, "latest_animation_status", None) or "")
-
-    @admin.display(description="restores / animations")
-    def attempts(self, obj: Job) -> str:
-        return f"{getattr(obj, 'restore_count', 0)} / {getattr(obj, 'animation_count', 0)}"
-
-    @admin.display(description="HD", boolean=True, ordering="has_hd")
-    def hd(self, obj: Job) -> bool:
-        return bool(getattr(obj, "has_hd", False))
-
     @admin.display(description="original")
     def original_preview(self, obj: Job) -> SafeString | str:
         return image_preview(obj.original_key)
@@ -348,7 +305,7 @@ class JobAdmin(admin.ModelAdmin[Job]):
         to_delete, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
         # Attempts cannot be deleted on their own (they are the record of what ran), but
         # they go with their job: only the permission to delete jobs counts here.
-        attempt_names = {str(RestoreAttempt._meta.verbose_name), str(AnimationAttempt._meta.verbose_name)}
+        attempt_names = {str(kind.model._meta.verbose_name) for kind in attempt_kinds()}
         return to_delete, counts, {name for name in perms_needed if str(name) not in attempt_names}, protected
 
     def delete_model(self, request: HttpRequest, obj: Job) -> None:

@@ -28,7 +28,7 @@ from jobs.admin_display import (
     short_id,
     status_badge,
 )
-from jobs.attempts import MAIN, Stage, attempt_cancel, attempt_requeue
+from jobs.attempts import attempt_cancel, attempt_requeue
 from jobs.models import Attempt
 from jobs.notifications import job_ready_email_send
 
@@ -161,7 +161,7 @@ class AttemptAdmin(admin.ModelAdmin[AttemptT]):
 
     @admin.display(description="job", ordering="job__created_at")
     def job_link(self, obj: AttemptT) -> SafeString:
-        job = obj.job  # type: ignore[attr-defined]
+        job = obj.job
         url = reverse("admin:jobs_job_change", args=[job.pk])
         return format_html(
             '<a href="{}" title="{}">{}</a><br><small>{}</small>', url, job.pk, short_id(job.pk), job.email
@@ -193,8 +193,9 @@ class AttemptAdmin(admin.ModelAdmin[AttemptT]):
 
     # --- actions ----------------------------------------------------------------
 
-    def stage_for_email(self, attempt: AttemptT) -> Stage:
-        return MAIN
+    def email_attempt(self, attempt: AttemptT) -> Attempt:
+        """The attempt whose ready email "resend" sends: its own (an animation's may be its HD result's)."""
+        return attempt
 
     def requeue_one(self, attempt: AttemptT) -> bool:
         return attempt_requeue(attempt)
@@ -226,7 +227,7 @@ class AttemptAdmin(admin.ModelAdmin[AttemptT]):
     def resend_ready_email(self, request: HttpRequest, queryset: QuerySet[AttemptT]) -> None:
         done, skipped = 0, []
         for attempt in queryset.select_related("job").order_by("queued_at"):
-            if job_ready_email_send(attempt=attempt, force=True, stage=self.stage_for_email(attempt)):
+            if job_ready_email_send(attempt=self.email_attempt(attempt), force=True):
                 done += 1
             else:
                 skipped.append("not finished yet")

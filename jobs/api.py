@@ -18,24 +18,26 @@ from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_sche
 from rest_framework import exceptions, generics, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs.access import LINK_QUERY_PARAM, TOKEN_HEADER, TOKEN_QUERY_PARAM, job_for_request
+from jobs.access import LINK_QUERY_PARAM, TOKEN_HEADER, TOKEN_QUERY_PARAM, job_for_request, token_from_request
+from jobs.kinds import kind_named
 from jobs.models import Job
 from jobs.selectors import job_detail_queryset, job_list_for_owner
 from jobs.serializers import (
     ErrorSerializer,
+    JobClaimInputSerializer,
     JobCreatedSerializer,
     JobSerializer,
     JobSummarySerializer,
     JobUploadInputSerializer,
 )
-from jobs.services import job_create, job_delete
+from jobs.services import job_claim, job_create, job_delete
 from rekindle.api_errors import ApiError
 from rekindle.images import UploadSizeLimitHandler
-from restoration.services import restore_attempt_create
 
 
 class NotSignedIn(ApiError, exceptions.NotAuthenticated):
@@ -114,7 +116,9 @@ class JobUploadView(APIView):
             owner=request.user if request.user.is_authenticated else None,
         )
         if serializer.validated_data["restore"]:
-            restore_attempt_create(job=created.job, params=None)
+            create_restore = kind_named("restore").create
+            assert create_restore is not None
+            create_restore(job=created.job, params=None)
         job = job_detail_queryset().get(pk=created.job.pk)
         data = JobCreatedSerializer(job, context={"request": request, "token": created.token}).data
         return Response(data, status=status.HTTP_201_CREATED)
@@ -209,3 +213,32 @@ class JobDetailView(APIView):
         job = job_for_request(request, job_id)
         job_delete(job=job)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class JobClaimView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="jobs_claim",
+        summary="Claim an anonymous job",
+        description=(
+            "The signed-in caller presents the job's access token once and becomes the job's owner: "
+            "from then on the job is in their list and opens without the token."
+        ),
+        parameters=[OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The job's id.")],
+        request=JobClaimInputSerializer,
+        responses={
+            200: JobSerializer,
+            401: _error("`not_authenticated`: sign in first."),
+            404: _error("`not_found`: no such job, or not its token."),
+            409: _error("`already_claimed`: it belongs to another account."),
+        },
+        tags=["jobs"],
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        serializer = JobClaimInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        token = serializer.validated_data.get("token") or token_from_request(request)
+        job = job_claim(job_id=job_id, user=request.user, token=token)  # type: ignore[arg-type]  # IsAuthenticated
+        job = job_detail_queryset().get(pk=job.pk)
+        return Response(JobSerializer(job, context={"request": request}).data)

@@ -10,9 +10,8 @@ retry) is conditional on ``status = running AND tries = <its token>``. A worker 
 lease ran out, and whose attempt was requeued and claimed by another worker, therefore
 cannot write its result over the new run's.
 
-An animation's HD result is a second run on the same row whose fields carry an ``hd_``
-prefix; every function takes ``stage=HD`` for it (``MAIN``, the attempt's own fields, by
-default).
+Every kind of attempt (``jobs.kinds``) has the same fields, from ``jobs.models.Attempt``,
+so these functions work on any of them; the actor a message goes to is the kind's.
 
 Messages go to the broker only after the transaction that queued the attempt commits
 (``transaction.on_commit``) and carry the attempt's id alone. A failed send (Redis down)
@@ -27,15 +26,17 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
+from jobs.kinds import attempt_kinds, kind_of
 from jobs.models import IN_FLIGHT_STATUSES, Attempt, AttemptStatus, Job
-from rekindle.api_errors import Conflict
+from jobs.notifications import job_ready_email_send
+from rekindle.errors import Conflict
 
 logger = logging.getLogger(__name__)
 
@@ -44,35 +45,6 @@ AttemptId = uuid.UUID | str
 
 RUNNING = AttemptStatus.RUNNING
 QUEUED = AttemptStatus.QUEUED
-
-
-class MessageSender(Protocol):
-    """What this module needs of a Dramatiq actor."""
-
-    def send(self, *args: Any, **kwargs: Any) -> Any: ...
-
-
-@dataclass(frozen=True)
-class Stage:
-    """Which set of lifecycle fields a run uses: the attempt's own (``MAIN``) or its HD run (``HD``)."""
-
-    prefix: str = ""
-    label: str = "attempt"
-
-    def f(self, name: str) -> str:
-        """The model field ``name`` for this stage (``status`` -> ``hd_status``)."""
-        return f"{self.prefix}{name}"
-
-    def values(self, **fields: Any) -> dict[str, Any]:
-        """Stage-relative field values as model field values, for ``update()`` and ``filter()``."""
-        return {self.f(name): value for name, value in fields.items()}
-
-    def get(self, attempt: Attempt, name: str) -> Any:
-        return getattr(attempt, self.f(name))
-
-
-MAIN = Stage()
-HD = Stage("hd_", "HD result")
 
 
 def rows(model: type[AttemptT]) -> QuerySet[AttemptT]:
@@ -88,19 +60,20 @@ def _lease_until(now: datetime) -> datetime:
     return now + timedelta(seconds=lease_seconds())
 
 
-def tries_left(attempt: Attempt, stage: Stage = MAIN) -> int:
+def tries_left(attempt: Attempt) -> int:
     """Claims the attempt may still get before a transient error fails it for good."""
-    used = int(stage.get(attempt, "tries")) - int(stage.get(attempt, "tries_at_requeue"))
+    used = attempt.tries - attempt.tries_at_requeue
     return max(int(settings.MAX_TRIES) - used, 0)
 
 
 def attempt_timestamp_id(attempt: Attempt) -> str:
     """The ``{timestamp_id}`` of every key this attempt writes, fixed for its whole life.
 
-    Derived from the attempt (when it was first requested, and its id) rather than the
-    clock at upload time, so a re-run after a crash overwrites the same object: one
-    result object per attempt, whatever happens. Same shape as
-    ``rekindle.storage.timestamp_id`` (UTC to the microsecond, then four hex digits).
+    Derived from the attempt (when it was first requested, and its id), never from the
+    clock of the run, so a re-run after a crash overwrites the same object: one result
+    object per attempt, whatever happens. UTC to the microsecond, so keys sort in the
+    order the attempts were asked for, then four hex digits of the id, e.g.
+    ``20250314T092653123456Z-9f3a``.
     """
     moment = attempt.queued_at.astimezone(UTC)
     return f"{moment:%Y%m%dT%H%M%S%f}Z-{attempt.id.hex[:4]}"
@@ -110,20 +83,13 @@ def attempt_timestamp_id(attempt: Attempt) -> str:
 
 
 class TooManyInFlight(Conflict):
-    default_code = "too_many_in_flight"
-    default_detail = "This job already has as many attempts queued or running as it may; wait for one to finish."
+    code = "too_many_in_flight"
+    message = "This job already has as many attempts queued or running as it may; wait for one to finish."
 
 
 def job_in_flight_count(job: Job) -> int:
-    """The job's restores, animations and HD runs that are queued or running."""
-    from animation.models import AnimationAttempt
-    from restoration.models import RestoreAttempt
-
-    return (
-        RestoreAttempt.objects.filter(job=job, status__in=IN_FLIGHT_STATUSES).count()
-        + AnimationAttempt.objects.filter(job=job, status__in=IN_FLIGHT_STATUSES).count()
-        + AnimationAttempt.objects.filter(job=job, hd_status__in=IN_FLIGHT_STATUSES).count()
-    )
+    """The job's attempts of every kind that are queued or running."""
+    return sum(kind.rows().filter(job=job, status__in=IN_FLIGHT_STATUSES).count() for kind in attempt_kinds())
 
 
 def job_lock_for_new_attempt(job: Job) -> None:
@@ -141,52 +107,38 @@ def job_lock_for_new_attempt(job: Job) -> None:
 # --- Sending the message ------------------------------------------------------
 
 
-def actor_for(model: type[Attempt], stage: Stage = MAIN) -> MessageSender:
-    """The actor that processes ``model`` attempts at ``stage``."""
-    label = model._meta.label
-    if label == "restoration.RestoreAttempt" and stage == MAIN:
-        from restoration.tasks import process_restoration
-
-        return cast(MessageSender, process_restoration)
-    if label == "animation.AnimationAttempt":
-        from animation.tasks import generate_hd_result, process_animation
-
-        return cast(MessageSender, generate_hd_result if stage == HD else process_animation)
-    raise ValueError(f"no actor processes {label} at stage {stage.label!r}")
-
-
-def attempt_send(model: type[Attempt], attempt_id: AttemptId, stage: Stage = MAIN) -> bool:
-    """Hand the attempt's id to the broker now; False (logged) when the broker cannot take it.
+def attempt_send(model: type[Attempt], attempt_id: AttemptId) -> bool:
+    """Hand the attempt's id to its kind's actor now; False (logged) when the broker cannot take it.
 
     On success ``last_enqueued_at`` records when, so ``requeue_stuck_attempts`` can tell
     a message that never got through (empty) from one that is merely waiting.
     """
+    kind = kind_of(model)
     try:
-        actor_for(model, stage).send(str(attempt_id))
+        kind.actor.send(str(attempt_id))
     except Exception:
         logger.warning(
-            "Could not send %s %s %s to the broker; it stays queued until requeue_stuck_attempts resends it",
-            model.__name__,
+            "Could not send %s attempt %s to the broker; it stays queued until requeue_stuck_attempts resends it",
+            kind.name,
             attempt_id,
-            stage.label,
             exc_info=True,
         )
         return False
-    rows(model).filter(pk=attempt_id).update(**stage.values(last_enqueued_at=timezone.now()))
+    rows(model).filter(pk=attempt_id).update(last_enqueued_at=timezone.now())
     return True
 
 
-def attempt_send_on_commit(attempt: Attempt, stage: Stage = MAIN) -> None:
+def attempt_send_on_commit(attempt: Attempt) -> None:
     """Send the attempt's message once the current transaction commits (at once outside one)."""
     model = type(attempt)
     attempt_id = attempt.pk
-    transaction.on_commit(lambda: attempt_send(model, attempt_id, stage))
+    transaction.on_commit(lambda: attempt_send(model, attempt_id))
 
 
 # --- The worker's side: claim, renew, finish ------------------------------------
 
 
-def attempt_claim(model: type[AttemptT], attempt_id: AttemptId, *, stage: Stage = MAIN) -> AttemptT | None:
+def attempt_claim(model: type[AttemptT], attempt_id: AttemptId) -> AttemptT | None:
     """Claim a queued attempt for this worker, or None when the claim is lost.
 
     ``queued -> running`` in one conditional UPDATE: ``tries`` + 1 (the fencing token of
@@ -198,19 +150,17 @@ def attempt_claim(model: type[AttemptT], attempt_id: AttemptId, *, stage: Stage 
     with transaction.atomic():
         claimed = (
             rows(model)
-            .filter(pk=attempt_id, **stage.values(status=QUEUED))
+            .filter(pk=attempt_id, status=QUEUED)
             .update(
-                **stage.values(
-                    status=RUNNING,
-                    tries=F(stage.f("tries")) + 1,
-                    started_at=now,
-                    finished_at=None,
-                    lease_expires_at=_lease_until(now),
-                    progress=0,
-                    error_type="",
-                    error_message="",
-                    error_details={},
-                )
+                status=RUNNING,
+                tries=F("tries") + 1,
+                started_at=now,
+                finished_at=None,
+                lease_expires_at=_lease_until(now),
+                progress=0,
+                error_type="",
+                error_message="",
+                error_details={},
             )
         )
         if claimed != 1:
@@ -219,40 +169,36 @@ def attempt_claim(model: type[AttemptT], attempt_id: AttemptId, *, stage: Stage 
         return rows(model).get(pk=attempt_id)
 
 
-def _fenced(attempt: AttemptT, stage: Stage) -> Any:
+def _fenced(attempt: AttemptT) -> QuerySet[AttemptT]:
     """The attempt's row, if this worker's claim still holds it (running, same ``tries``)."""
-    return rows(type(attempt)).filter(pk=attempt.pk, **stage.values(status=RUNNING, tries=stage.get(attempt, "tries")))
+    return rows(type(attempt)).filter(pk=attempt.pk, status=RUNNING, tries=attempt.tries)
 
 
-def attempt_still_held(attempt: Attempt, *, stage: Stage = MAIN) -> bool:
+def attempt_still_held(attempt: Attempt) -> bool:
     """Whether this worker's claim still holds the attempt (not canceled, not taken over)."""
-    return bool(_fenced(attempt, stage).exists())
+    return _fenced(attempt).exists()
 
 
-def attempt_renew_lease(attempt: Attempt, *, stage: Stage = MAIN, progress: int | None = None) -> bool:
+def attempt_renew_lease(attempt: Attempt, *, progress: int | None = None) -> bool:
     """Extend this claim's lease (and record progress, 0-100, when given); False when the claim is gone."""
     values: dict[str, Any] = {"lease_expires_at": _lease_until(timezone.now())}
     if progress is not None:
         values["progress"] = max(0, min(int(progress), 100))
-    return bool(_fenced(attempt, stage).update(**stage.values(**values)) == 1)
+    return _fenced(attempt).update(**values) == 1
 
 
-def attempt_record_submission(attempt: Attempt, *, stage: Stage = MAIN, engine: str, node: str, prompt_id: str) -> bool:
+def attempt_record_submission(attempt: Attempt, *, engine: str, node: str, prompt_id: str) -> bool:
     """Record where the run went (so a cancel can interrupt it there); False when the claim is gone."""
-    return bool(
-        _fenced(attempt, stage).update(**stage.values(engine=engine[:16], node=node[:255], prompt_id=prompt_id[:64]))
-        == 1
-    )
+    return _fenced(attempt).update(engine=engine[:16], node=node[:255], prompt_id=prompt_id[:64]) == 1
 
 
 def attempt_succeed(
     attempt: Attempt,
     *,
-    stage: Stage = MAIN,
     values: Mapping[str, Any] | None = None,
     on_success: Callable[[], None] | None = None,
 ) -> bool:
-    """Mark this claim's run succeeded with ``values`` (stage-relative names: ``result_key``, ``node``...).
+    """Mark this claim's run succeeded with ``values`` (model field names: ``result_key``, ``node``...).
 
     ``on_success`` runs in the same transaction when the write went through (e.g. making
     it the job's selected restore). The ready email goes out after commit. False, and
@@ -260,27 +206,24 @@ def attempt_succeed(
     """
     now = timezone.now()
     with transaction.atomic():
-        done = _fenced(attempt, stage).update(
-            **stage.values(
-                status=AttemptStatus.SUCCEEDED,
-                progress=100,
-                finished_at=now,
-                lease_expires_at=None,
-                **dict(values or {}),
-            )
+        done = _fenced(attempt).update(
+            status=AttemptStatus.SUCCEEDED,
+            progress=100,
+            finished_at=now,
+            lease_expires_at=None,
+            **dict(values or {}),
         )
         if done != 1:
             return False
         if on_success is not None:
             on_success()
-        _notify_on_commit(attempt, stage)
+        _notify_on_commit(attempt)
     return True
 
 
 def attempt_fail(
     attempt: Attempt,
     *,
-    stage: Stage = MAIN,
     error_type: str,
     message: str,
     details: Mapping[str, Any] | None = None,
@@ -288,26 +231,23 @@ def attempt_fail(
     """Mark this claim's run failed for good, with its error; emails after commit. False when the claim is gone."""
     now = timezone.now()
     with transaction.atomic():
-        done = _fenced(attempt, stage).update(
-            **stage.values(
-                status=AttemptStatus.FAILED,
-                finished_at=now,
-                lease_expires_at=None,
-                error_type=error_type[:64],
-                error_message=message,
-                error_details=dict(details or {}),
-            )
+        done = _fenced(attempt).update(
+            status=AttemptStatus.FAILED,
+            finished_at=now,
+            lease_expires_at=None,
+            error_type=error_type[:64],
+            error_message=message,
+            error_details=dict(details or {}),
         )
         if done != 1:
             return False
-        _notify_on_commit(attempt, stage)
+        _notify_on_commit(attempt)
     return True
 
 
 def attempt_retry_later(
     attempt: Attempt,
     *,
-    stage: Stage = MAIN,
     error_type: str,
     message: str,
     details: Mapping[str, Any] | None = None,
@@ -318,46 +258,36 @@ def attempt_retry_later(
     ``dramatiq.Retry``). False when the claim is gone.
     """
     now = timezone.now()
-    return bool(
-        _fenced(attempt, stage).update(
-            **stage.values(
-                status=QUEUED,
-                lease_expires_at=None,
-                last_enqueued_at=now,
-                error_type=error_type[:64],
-                error_message=message,
-                error_details=dict(details or {}),
-            )
-        )
-        == 1
+    done = _fenced(attempt).update(
+        status=QUEUED,
+        lease_expires_at=None,
+        last_enqueued_at=now,
+        error_type=error_type[:64],
+        error_message=message,
+        error_details=dict(details or {}),
     )
+    return done == 1
 
 
-def _notify_on_commit(attempt: Attempt, stage: Stage) -> None:
-    from jobs.notifications import job_ready_email_send
-
+def _notify_on_commit(attempt: Attempt) -> None:
     model = type(attempt)
     attempt_id = attempt.pk
 
     def send() -> None:
-        try:
-            fresh = rows(model).get(pk=attempt_id)
-        except model.DoesNotExist:
+        fresh = rows(model).filter(pk=attempt_id).first()
+        if fresh is None:
             return  # the job was deleted meanwhile
-        job_ready_email_send(attempt=fresh, stage=stage)
+        job_ready_email_send(attempt=fresh)
 
     transaction.on_commit(send)
 
 
 # --- Staff and cron: requeue, cancel, stuck attempts -----------------------------
 
-
-def _requeue_filter(stage: Stage, now: datetime) -> Q:
-    stuck = Q(**stage.values(status=RUNNING, lease_expires_at__lt=now))
-    return Q(**{f"{stage.f('status')}__in": [AttemptStatus.FAILED, AttemptStatus.CANCELED]}) | stuck
+REQUEUEABLE_STATUSES = (AttemptStatus.FAILED, AttemptStatus.CANCELED)
 
 
-def attempt_requeue(attempt: Attempt, *, stage: Stage = MAIN) -> bool:
+def attempt_requeue(attempt: Attempt) -> bool:
     """Queue a failed, canceled or stuck (running, lease expired) attempt again; False when running or queued.
 
     The SAME row goes back to ``queued`` (no new attempt is created): its id, output keys
@@ -367,33 +297,32 @@ def attempt_requeue(attempt: Attempt, *, stage: Stage = MAIN) -> bool:
     """
     model = type(attempt)
     now = timezone.now()
+    stuck = Q(status=RUNNING, lease_expires_at__lt=now)
     with transaction.atomic():
         done = (
             rows(model)
-            .filter(_requeue_filter(stage, now), pk=attempt.pk)
+            .filter(Q(status__in=REQUEUEABLE_STATUSES) | stuck, pk=attempt.pk)
             .update(
-                **stage.values(
-                    status=QUEUED,
-                    tries_at_requeue=F(stage.f("tries")),
-                    progress=0,
-                    started_at=None,
-                    finished_at=None,
-                    lease_expires_at=None,
-                    last_enqueued_at=None,
-                    notified_at=None,
-                    error_type="",
-                    error_message="",
-                    error_details={},
-                )
+                status=QUEUED,
+                tries_at_requeue=F("tries"),
+                progress=0,
+                started_at=None,
+                finished_at=None,
+                lease_expires_at=None,
+                last_enqueued_at=None,
+                notified_at=None,
+                error_type="",
+                error_message="",
+                error_details={},
             )
         )
         if done != 1:
             return False
-        attempt_send_on_commit(attempt, stage)
+        attempt_send_on_commit(attempt)
     return True
 
 
-def attempt_cancel(attempt: Attempt, *, stage: Stage = MAIN) -> bool:
+def attempt_cancel(attempt: Attempt) -> bool:
     """Cancel a queued or running attempt; False when it already ended.
 
     A running one is also interrupted on its node, after commit, through the engine that
@@ -402,28 +331,25 @@ def attempt_cancel(attempt: Attempt, *, stage: Stage = MAIN) -> bool:
     """
     model = type(attempt)
     now = timezone.now()
-    in_flight = [QUEUED, RUNNING]
     with transaction.atomic():
         row = (
             rows(model)
             .select_for_update()
-            .filter(pk=attempt.pk, **{f"{stage.f('status')}__in": in_flight})
-            .values(stage.f("status"), stage.f("engine"), stage.f("node"), stage.f("prompt_id"))
+            .filter(pk=attempt.pk, status__in=IN_FLIGHT_STATUSES)
+            .values("status", "engine", "node", "prompt_id")
             .first()
         )
         if row is None:
             return False
         rows(model).filter(pk=attempt.pk).update(
-            **stage.values(
-                status=AttemptStatus.CANCELED,
-                finished_at=now,
-                lease_expires_at=None,
-                error_type="canceled",
-                error_message="Canceled before it finished.",
-            )
+            status=AttemptStatus.CANCELED,
+            finished_at=now,
+            lease_expires_at=None,
+            error_type="canceled",
+            error_message="Canceled before it finished.",
         )
-        engine, node, prompt_id = row[stage.f("engine")], row[stage.f("node")], row[stage.f("prompt_id")]
-        if row[stage.f("status")] == RUNNING and engine and node and prompt_id:
+        engine, node, prompt_id = row["engine"], row["node"], row["prompt_id"]
+        if row["status"] == RUNNING and engine and node and prompt_id:
             transaction.on_commit(lambda: _interrupt(engine, node, prompt_id))
     return True
 
@@ -443,12 +369,11 @@ class StuckOutcome:
 
     model: type[Attempt]
     attempt_id: uuid.UUID
-    stage: Stage
     action: str  # "requeued", "failed" or "resent"
 
 
-def attempt_handle_one_stuck(model: type[Attempt], *, stage: Stage = MAIN) -> StuckOutcome | None:
-    """Deal with one stuck attempt of ``model`` at ``stage``; None when there is none.
+def attempt_handle_one_stuck(model: type[Attempt]) -> StuckOutcome | None:
+    """Deal with one stuck attempt of ``model``; None when there is none.
 
     In this order: a running attempt whose lease ran out (its worker died) goes back to
     the queue, or fails with ``worker_lost`` when its tries are spent; a queued attempt
@@ -457,38 +382,34 @@ def attempt_handle_one_stuck(model: type[Attempt], *, stage: Stage = MAIN) -> St
     runs at once each take a different one.
     """
     now = timezone.now()
-    expired = rows(model).filter(**stage.values(status=RUNNING, lease_expires_at__lt=now))
+    expired = rows(model).filter(status=RUNNING, lease_expires_at__lt=now)
     resend_before = now - timedelta(seconds=int(settings.QUEUED_RESEND_SECONDS))
     unsent = rows(model).filter(
-        Q(**stage.values(last_enqueued_at__isnull=True)) | Q(**stage.values(last_enqueued_at__lt=resend_before)),
-        **stage.values(status=QUEUED),
+        Q(last_enqueued_at__isnull=True) | Q(last_enqueued_at__lt=resend_before),
+        status=QUEUED,
     )
     with transaction.atomic():
-        attempt = expired.select_for_update(skip_locked=True).order_by(stage.f("lease_expires_at")).first()
+        attempt = expired.select_for_update(skip_locked=True).order_by("lease_expires_at").first()
         if attempt is not None:
-            if tries_left(attempt, stage) > 0:
-                rows(model).filter(pk=attempt.pk).update(
-                    **stage.values(status=QUEUED, lease_expires_at=None, last_enqueued_at=None)
-                )
-                attempt_send_on_commit(attempt, stage)
-                return StuckOutcome(model, attempt.pk, stage, "requeued")
+            if tries_left(attempt) > 0:
+                rows(model).filter(pk=attempt.pk).update(status=QUEUED, lease_expires_at=None, last_enqueued_at=None)
+                attempt_send_on_commit(attempt)
+                return StuckOutcome(model, attempt.pk, "requeued")
             rows(model).filter(pk=attempt.pk).update(
-                **stage.values(
-                    status=AttemptStatus.FAILED,
-                    finished_at=now,
-                    lease_expires_at=None,
-                    error_type="worker_lost",
-                    error_message="The worker running it stopped answering, and it has no tries left.",
-                    error_details={"tries": stage.get(attempt, "tries")},
-                )
+                status=AttemptStatus.FAILED,
+                finished_at=now,
+                lease_expires_at=None,
+                error_type="worker_lost",
+                error_message="The worker running it stopped answering, and it has no tries left.",
+                error_details={"tries": attempt.tries},
             )
-            _notify_on_commit(attempt, stage)
-            return StuckOutcome(model, attempt.pk, stage, "failed")
+            _notify_on_commit(attempt)
+            return StuckOutcome(model, attempt.pk, "failed")
 
-        attempt = unsent.select_for_update(skip_locked=True).order_by(stage.f("queued_at")).first()
+        attempt = unsent.select_for_update(skip_locked=True).order_by("queued_at").first()
         if attempt is None:
             return None
         # Marked as sent now so the next call moves on; attempt_send stamps it again on success.
-        rows(model).filter(pk=attempt.pk).update(**stage.values(last_enqueued_at=now))
-        attempt_send_on_commit(attempt, stage)
-        return StuckOutcome(model, attempt.pk, stage, "resent")
+        rows(model).filter(pk=attempt.pk).update(last_enqueued_at=now)
+        attempt_send_on_commit(attempt)
+        return StuckOutcome(model, attempt.pk, "resent")

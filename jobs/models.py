@@ -11,10 +11,6 @@ from django.utils import timezone
 
 from rekindle.engines import engine_label
 
-if TYPE_CHECKING:
-    from animation.models import AnimationAttempt
-    from restoration.models import RestoreAttempt
-
 
 class AttemptStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -66,10 +62,6 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    if TYPE_CHECKING:
-        restore_attempts: models.Manager[RestoreAttempt]
-        animation_attempts: models.Manager[AnimationAttempt]
-
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["email"]), models.Index(fields=["owner", "-created_at"])]
@@ -114,6 +106,11 @@ class Attempt(models.Model):
     error_type = models.CharField(max_length=64, blank=True)
     error_message = models.TextField(blank=True)
     error_details = models.JSONField(default=dict, blank=True)
+
+    if TYPE_CHECKING:
+        # Every kind declares its own ``job`` foreign key (each with its own related name).
+        job: Job
+        job_id: uuid.UUID
 
     class Meta:
         abstract = True

@@ -20,7 +20,8 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from jobs.access import job_link_access
-from jobs.attempts import HD, MAIN, Stage, rows
+from jobs.customer_errors import customer_error
+from jobs.kinds import kind_of
 from jobs.models import Attempt, AttemptStatus, Job
 
 logger = logging.getLogger(__name__)
@@ -33,41 +34,32 @@ def job_link(job: Job) -> str:
     return str(settings.JOB_LINK_URL).format(job_id=job.id, access=job_link_access(job.id))
 
 
-def _what(attempt: Attempt, stage: Stage) -> str:
-    if stage == HD:
-        return "HD video"
-    if attempt._meta.label == "animation.AnimationAttempt":
-        return "animation preview"
-    return "restored photo"
-
-
-def job_ready_email_send(*, attempt: Attempt, force: bool = False, stage: Stage = MAIN) -> bool:
+def job_ready_email_send(*, attempt: Attempt, force: bool = False) -> bool:
     """Email the job's address that ``attempt`` succeeded or failed; True when an email went out.
 
     Without ``force`` it sends at most once per attempt (per run, since a requeue clears
     ``notified_at``) and only for a finished one. ``force`` sends again whatever was
     sent before (the admin's "resend the ready email"), still only for a finished one.
+    The email says what went wrong in the customer's words (``jobs.customer_errors``),
+    never the engine's.
     """
-    status = stage.get(attempt, "status")
+    status = attempt.status
     if status not in FINISHED:
         return False
-    model = type(attempt)
+    rows = type(attempt)._default_manager
     now = timezone.now()
     if not force:
-        claimed = (
-            rows(model)
-            .filter(pk=attempt.pk, **stage.values(status=status, notified_at__isnull=True))
-            .update(**stage.values(notified_at=now))
-        )
+        claimed = rows.filter(pk=attempt.pk, status=status, notified_at__isnull=True).update(notified_at=now)
         if claimed != 1:
             return False
 
-    job: Job = attempt.job  # type: ignore[attr-defined]  # both attempt models have it
+    job = attempt.job
     succeeded = status == AttemptStatus.SUCCEEDED
+    error = None if succeeded else customer_error(attempt)
     context = {
         "succeeded": succeeded,
-        "what": _what(attempt, stage),
-        "error_message": "" if succeeded else stage.get(attempt, "error_message"),
+        "what": kind_of(attempt).noun,
+        "error_message": error.message if error is not None else "",
         "link": job_link(job),
         "link_days": settings.JOB_LINK_MAX_AGE_DAYS,
         "job": job,
@@ -85,10 +77,10 @@ def job_ready_email_send(*, attempt: Attempt, force: bool = False, stage: Stage 
     try:
         message.send()
     except Exception:
-        logger.warning("Could not email %s about %s %s", job.email, model.__name__, attempt.pk, exc_info=True)
+        logger.warning("Could not email about %s attempt %s", kind_of(attempt).name, attempt.pk, exc_info=True)
         if not force:
-            rows(model).filter(pk=attempt.pk, **stage.values(notified_at=now)).update(**stage.values(notified_at=None))
+            rows.filter(pk=attempt.pk, notified_at=now).update(notified_at=None)
         return False
     if force:
-        rows(model).filter(pk=attempt.pk).update(**stage.values(notified_at=now))
+        rows.filter(pk=attempt.pk).update(notified_at=now)
     return True

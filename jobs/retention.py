@@ -3,8 +3,9 @@
 Read by the cron commands ``purge_expired_jobs`` and ``prune_orphan_files``.
 
 A job expires ``JOB_RETENTION_DAYS`` after its last activity (its upload, or the
-newest restore or animation asked for), unless one of its animations has a paid HD
-result: what a person paid for is kept.
+newest attempt of any kind asked for), unless an attempt holds something the person
+paid for (its kind's ``keeps_job``, e.g. an animation whose HD result was paid for):
+what a person paid for is kept.
 
 An object is an orphan when it lives under one of the job key prefixes, no job or
 attempt row holds its key, and it is older than ``ORPHAN_GRACE_HOURS``. The grace
@@ -26,10 +27,9 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef, QuerySet
 from django.utils import timezone
 
-from animation.models import AnimationAttempt
+from jobs.kinds import attempt_kinds
 from jobs.models import Job
 from rekindle import storage
-from restoration.models import RestoreAttempt
 
 # The top-level folders job files live in (see rekindle.storage's key layout).
 JOB_FILE_PREFIXES = ("processed/", "restored/", "animated/", "thumbnails/")
@@ -41,14 +41,14 @@ def retention_cutoff(*, now: datetime | None = None, days: int | None = None) ->
 
 
 def jobs_expired(*, cutoff: datetime) -> QuerySet[Job]:
-    """Jobs with no activity since ``cutoff`` and no paid HD result, oldest first."""
-    return (
-        Job.objects.filter(created_at__lt=cutoff)
-        .exclude(Exists(AnimationAttempt.objects.filter(job=OuterRef("pk"), hd_paid=True)))
-        .exclude(Exists(RestoreAttempt.objects.filter(job=OuterRef("pk"), queued_at__gte=cutoff)))
-        .exclude(Exists(AnimationAttempt.objects.filter(job=OuterRef("pk"), queued_at__gte=cutoff)))
-        .order_by("created_at", "id")
-    )
+    """Jobs with no activity since ``cutoff`` and nothing paid for, oldest first."""
+    expired = Job.objects.filter(created_at__lt=cutoff)
+    for kind in attempt_kinds():
+        rows = kind.rows().filter(job=OuterRef("pk"))
+        expired = expired.exclude(Exists(rows.filter(queued_at__gte=cutoff)))
+        if kind.keeps_job is not None:
+            expired = expired.exclude(Exists(rows.filter(kind.keeps_job)))
+    return expired.order_by("created_at", "id")
 
 
 # --- Stored objects ---------------------------------------------------------
@@ -113,14 +113,14 @@ def stored_object_pages(prefix: str, *, page_size: int = PAGE_SIZE) -> Iterator[
 
 
 def referenced_keys(keys: Iterable[str]) -> set[str]:
-    """Those of ``keys`` that a job or an attempt row holds."""
+    """Those of ``keys`` that a job or an attempt row (of any kind) holds."""
     wanted = list(keys)
     if not wanted:
         return set()
     found: set[str] = set(Job.objects.filter(original_key__in=wanted).values_list("original_key", flat=True))
-    found.update(RestoreAttempt.objects.filter(result_key__in=wanted).values_list("result_key", flat=True))
-    for field in ("preview_key", "thumbnail_key", "hd_result_key"):
-        found.update(AnimationAttempt.objects.filter(**{f"{field}__in": wanted}).values_list(field, flat=True))
+    for kind in attempt_kinds():
+        for field in kind.output_fields:
+            found.update(kind.rows().filter(**{f"{field}__in": wanted}).values_list(field, flat=True))
     return found
 
 

@@ -1,9 +1,10 @@
 """Running one attempt in a worker: claim it, keep its lease alive, run the engine, record how it ended.
 
 Every actor (``process_restoration``, ``process_animation``, ``generate_hd_result``) goes
-through :func:`attempt_process` with its own *work* function, which does the slow I/O
-(read the input from storage, run the engine, store the outputs) with no transaction
-open, and returns the values to record. What happens to an error is decided here, once:
+through :func:`attempt_process`, which runs the *work* function its kind registered
+(``jobs.kinds``): the slow I/O (read the input from storage, run the engine, store the
+outputs) with no transaction open, returning the values to record. What happens to an
+error is decided here, once:
 
 - ``EngineCanceled``, or any error after the claim was lost (canceled by staff, taken over
   after the lease ran out): nothing more is written.
@@ -39,8 +40,6 @@ from dramatiq.middleware import Interrupt, TimeLimitExceeded
 from requests import RequestException
 
 from jobs.attempts import (
-    MAIN,
-    Stage,
     attempt_claim,
     attempt_fail,
     attempt_record_submission,
@@ -51,6 +50,7 @@ from jobs.attempts import (
     lease_seconds,
     tries_left,
 )
+from jobs.kinds import kind_of
 from jobs.models import Attempt
 from rekindle.engines import get_engine
 from rekindle.engines.base import (
@@ -90,7 +90,7 @@ class BadInput(Exception):
 
 @dataclass
 class RunOutput:
-    """What a successful run records: stage-relative field values, and writes to make in the same transaction."""
+    """What a successful run records: model field values, and writes to make in the same transaction."""
 
     values: dict[str, Any] = field(default_factory=dict)
     on_success: Callable[[], None] | None = None
@@ -99,10 +99,9 @@ class RunOutput:
 class Heartbeat(threading.Thread):
     """Renews the claim's lease, writes throttled progress, and notices a cancel or a takeover."""
 
-    def __init__(self, attempt: Attempt, stage: Stage) -> None:
+    def __init__(self, attempt: Attempt) -> None:
         super().__init__(name=f"heartbeat-{attempt.pk}", daemon=True)
         self.attempt = attempt
-        self.stage = stage
         self.lost = threading.Event()
         self._stop_event = threading.Event()
         self._progress = 0
@@ -141,13 +140,11 @@ class Heartbeat(threading.Thread):
         progress = self._progress
         due = now - self._last_renewal >= self._renew_every
         if due or progress != self._written_progress:
-            held = attempt_renew_lease(
-                self.attempt, stage=self.stage, progress=progress if progress != self._written_progress else None
-            )
+            held = attempt_renew_lease(self.attempt, progress=progress if progress != self._written_progress else None)
             self._last_renewal = self._last_check = now
             self._written_progress = progress
         elif now - self._last_check >= PROGRESS_INTERVAL:
-            held = attempt_still_held(self.attempt, stage=self.stage)
+            held = attempt_still_held(self.attempt)
             self._last_check = now
         else:
             return
@@ -161,20 +158,16 @@ class RunContext(Generic[AttemptT]):
     """Handed to a work function: the claimed attempt, its heartbeat, and a way to run the engine."""
 
     attempt: AttemptT
-    stage: Stage
     heartbeat: Heartbeat
 
     @property
     def run_id(self) -> str:
         """Unique per claim, so names on the node and the prompt id never clash with another try's."""
-        tries = self.stage.get(self.attempt, "tries")
-        return f"{self.attempt.pk}-{self.stage.prefix.rstrip('_') or 'run'}{tries}"
+        return f"{self.attempt.pk}-run{self.attempt.tries}"
 
     def run_engine(self, request: RunRequest) -> EngineResult:
         def submitted(node: str, prompt_id: str) -> None:
-            attempt_record_submission(
-                self.attempt, stage=self.stage, engine=engine.name, node=node, prompt_id=prompt_id
-            )
+            attempt_record_submission(self.attempt, engine=engine.name, node=node, prompt_id=prompt_id)
 
         engine = get_engine()
         return engine.run(
@@ -197,7 +190,7 @@ def workflow_for_run(name: str, parameters: Any, time_limit_seconds: int) -> tup
     try:
         validated = workflow.validate(parameters)
     except WorkflowParameterError as exc:
-        raise BadInput("invalid_parameters", str(exc.detail), {"fields": exc.fields}) from None
+        raise BadInput("invalid_parameters", exc.message, {"fields": exc.fields}) from None
     timeout = min(workflow.timeout_seconds, max(time_limit_seconds - TIME_LIMIT_MARGIN_SECONDS, 1))
     return workflow, validated, float(timeout)
 
@@ -236,31 +229,27 @@ def classify(exc: BaseException) -> tuple[str, str, str, dict[str, Any]]:
     return "internal", "internal_error", f"{type(exc).__name__}: {exc}", {}
 
 
-def attempt_process(
-    model: type[AttemptT],
-    attempt_id: str,
-    *,
-    work: Callable[[RunContext[AttemptT]], RunOutput],
-    stage: Stage = MAIN,
-) -> str:
-    """Claim, run and record one attempt; return what happened (``lost``, ``succeeded``, ``failed``...).
+def attempt_process(model: type[AttemptT], attempt_id: str) -> str:
+    """Claim, run (with its kind's work function) and record one attempt; return what happened.
 
-    Raises :class:`AttemptRetry` after a transient error that has tries left.
+    The answer is ``lost``, ``succeeded``, ``failed`` or ``canceled``. Raises
+    :class:`AttemptRetry` after a transient error that has tries left.
     """
-    attempt = attempt_claim(model, attempt_id, stage=stage)
+    kind = kind_of(model)
+    attempt = attempt_claim(model, attempt_id)
     if attempt is None:
-        logger.info("%s %s %s: not queued any more, nothing to do", model.__name__, attempt_id, stage.label)
+        logger.info("%s attempt %s: not queued any more, nothing to do", kind.name, attempt_id)
         return "lost"
 
-    heartbeat = Heartbeat(attempt, stage)
+    heartbeat = Heartbeat(attempt)
     heartbeat.start()
     try:
-        output = work(RunContext(attempt=attempt, stage=stage, heartbeat=heartbeat))
+        output = kind.work(RunContext(attempt=attempt, heartbeat=heartbeat))
     except DatabaseError:
         raise
     except BaseException as exc:
         heartbeat.stop()
-        outcome = _record_error(attempt, stage, exc, lost=heartbeat.lost.is_set())
+        outcome = _record_error(attempt, exc, lost=heartbeat.lost.is_set())
         if isinstance(exc, Interrupt):
             raise
         if outcome == "retry":
@@ -271,28 +260,26 @@ def attempt_process(
     finally:
         heartbeat.stop()
 
-    if heartbeat.lost.is_set() or not attempt_succeed(
-        attempt, stage=stage, values=output.values, on_success=output.on_success
-    ):
-        logger.info("%s %s %s: claim lost before the result was recorded", model.__name__, attempt_id, stage.label)
+    if heartbeat.lost.is_set() or not attempt_succeed(attempt, values=output.values, on_success=output.on_success):
+        logger.info("%s attempt %s: claim lost before the result was recorded", kind.name, attempt_id)
         return "lost"
     return "succeeded"
 
 
-def _record_error(attempt: Attempt, stage: Stage, exc: BaseException, *, lost: bool) -> str:
-    kind, code, message, details = classify(exc)
-    name = f"{type(attempt).__name__} {attempt.pk} {stage.label}"
-    if kind == "canceled" or lost:
+def _record_error(attempt: Attempt, exc: BaseException, *, lost: bool) -> str:
+    category, code, message, details = classify(exc)
+    name = f"{kind_of(attempt).name} attempt {attempt.pk}"
+    if category == "canceled" or lost:
         logger.info("%s: stopped (%s: %s)", name, code, message)
         return "canceled"
-    if kind == "transient" and tries_left(attempt, stage) > 0:
+    if category == "transient" and tries_left(attempt) > 0:
         logger.warning("%s: transient error, will retry: %s: %s", name, code, message)
-        attempt_retry_later(attempt, stage=stage, error_type=code, message=message, details=details)
+        attempt_retry_later(attempt, error_type=code, message=message, details=details)
         return "retry"
-    if kind == "internal":
+    if category == "internal":
         logger.error("%s: failed on an unexpected error", name, exc_info=exc)
     else:
         logger.warning("%s: failed (%s): %s", name, code, message)
-    details = {**details, "tries": stage.get(attempt, "tries")}
-    attempt_fail(attempt, stage=stage, error_type=code, message=message, details=details)
+    details = {**details, "tries": attempt.tries}
+    attempt_fail(attempt, error_type=code, message=message, details=details)
     return "failed"

@@ -5,17 +5,21 @@ from __future__ import annotations
 from django.contrib.auth.models import User
 from django.db.models import Prefetch, QuerySet
 
-from animation.models import AnimationAttempt
+from jobs.kinds import attempt_kinds
 from jobs.models import Job
-from restoration.models import RestoreAttempt
 
 
 def job_detail_queryset() -> QuerySet[Job]:
-    """Jobs with their restore and animation attempts, oldest first: three queries in all."""
-    return Job.objects.prefetch_related(
-        Prefetch("restore_attempts", queryset=RestoreAttempt.objects.order_by("queued_at", "id")),
-        Prefetch("animation_attempts", queryset=AnimationAttempt.objects.order_by("queued_at", "id")),
-    )
+    """Jobs with the attempts of each kind their API answer lists, oldest first: one query per kind more."""
+    prefetches = []
+    for kind in attempt_kinds():
+        if not kind.job_field:
+            continue
+        attempts = kind.rows().order_by("queued_at", "id")
+        if kind.serializer_related:  # select_related() with no names would follow every foreign key
+            attempts = attempts.select_related(*kind.serializer_related)
+        prefetches.append(Prefetch(kind.job_field, queryset=attempts))
+    return Job.objects.prefetch_related(*prefetches)
 
 
 def job_list_for_owner(*, owner: User) -> QuerySet[Job]:

@@ -13,10 +13,10 @@ from django.http import HttpRequest
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from animation.models import AnimationAttempt
-from jobs.models import Attempt, AttemptStatus, Job
+from jobs.customer_errors import PUBLIC_CODES, customer_error
+from jobs.kinds import attempt_kinds
+from jobs.models import Attempt, Job
 from rekindle import storage
-from restoration.models import RestoreAttempt
 
 
 def _request(serializer: serializers.BaseSerializer[Any]) -> HttpRequest | None:
@@ -39,11 +39,6 @@ class ErrorSerializer(serializers.Serializer[Any]):
     error = ErrorBodySerializer()
 
 
-class AttemptErrorSerializer(serializers.Serializer[Any]):
-    code = serializers.CharField()
-    message = serializers.CharField()
-
-
 # --- Input -------------------------------------------------------------------
 
 
@@ -61,16 +56,37 @@ class JobUploadInputSerializer(serializers.Serializer[Any]):
     )
 
 
+class JobClaimInputSerializer(serializers.Serializer[dict[str, str]]):
+    token = serializers.CharField(
+        required=False,
+        trim_whitespace=True,
+        help_text="The job's access token from the upload response (or send it in X-Job-Token).",
+    )
+
+
 # --- Output ------------------------------------------------------------------
 
 
-def _error_of(attempt: Attempt) -> dict[str, str] | None:
-    if not attempt.error_type and not attempt.error_message:
-        return None
-    return {"code": attempt.error_type or "error", "message": attempt.error_message}
+class AttemptErrorSerializer(serializers.Serializer[Any]):
+    """What went wrong with an attempt, in the customer's words (``jobs.customer_errors``)."""
+
+    code = serializers.ChoiceField(
+        choices=PUBLIC_CODES,
+        help_text=(
+            "`retrying` (a passing problem; it runs again), `service_unavailable`, `timed_out`, "
+            "`input_unreadable`, `canceled` or `processing_failed`."
+        ),
+    )
+    message = serializers.CharField(help_text="For people; may change.")
 
 
-class _AttemptSerializer(serializers.ModelSerializer[Any]):
+class AttemptSerializer(serializers.ModelSerializer[Any]):
+    """The fields every kind of attempt shows; each app's serializer adds its outputs.
+
+    Only what the person needs: the node that ran it, its prompt id and the engine's
+    own error text are for staff (the admin and the logs).
+    """
+
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     engine_label = serializers.CharField(
         read_only=True, help_text="The engine as people should see it; the local engine is for development only."
@@ -79,10 +95,11 @@ class _AttemptSerializer(serializers.ModelSerializer[Any]):
 
     @extend_schema_field(AttemptErrorSerializer(allow_null=True))
     def get_error(self, attempt: Attempt) -> dict[str, str] | None:
-        return _error_of(attempt)
+        error = customer_error(attempt)
+        return None if error is None else {"code": error.code, "message": error.message}
 
 
-_ATTEMPT_FIELDS = [
+ATTEMPT_FIELDS = [
     "id",
     "status",
     "progress",
@@ -90,7 +107,6 @@ _ATTEMPT_FIELDS = [
     "parameters",
     "engine",
     "engine_label",
-    "node",
     "queued_at",
     "started_at",
     "finished_at",
@@ -100,71 +116,9 @@ _ATTEMPT_FIELDS = [
 ]
 
 
-class RestoreAttemptSerializer(_AttemptSerializer):
-    result_url = serializers.SerializerMethodField(help_text="The restored image; null until it succeeds.")
-
-    class Meta:
-        model = RestoreAttempt
-        fields = [*_ATTEMPT_FIELDS, "result_url"]
-        read_only_fields = fields
-
-    @extend_schema_field(serializers.URLField(allow_null=True))
-    def get_result_url(self, attempt: RestoreAttempt) -> str | None:
-        return storage.url_or_none(attempt.result_key, _request(self))
-
-
-class AnimationAttemptSerializer(_AttemptSerializer):
-    restore_id = serializers.UUIDField(read_only=True)
-    # Declared here because DRF drops ``allow_blank`` from read-only model fields, and the schema would
-    # then deny the empty status every attempt has until its HD result is requested.
-    hd_status = serializers.ChoiceField(
-        choices=AttemptStatus.choices,
-        allow_blank=True,
-        read_only=True,
-        help_text="The HD result's run; empty until it is requested.",
-    )
-    preview_url = serializers.SerializerMethodField()
-    thumbnail_url = serializers.SerializerMethodField()
-    hd_result_url = serializers.SerializerMethodField(help_text="Only once the HD result is paid for and ready.")
-    hd_error = serializers.SerializerMethodField()
-
-    class Meta:
-        model = AnimationAttempt
-        fields = [
-            *_ATTEMPT_FIELDS,
-            "restore_id",
-            "preview_url",
-            "thumbnail_url",
-            "hd_paid",
-            "hd_status",
-            "hd_progress",
-            "hd_queued_at",
-            "hd_started_at",
-            "hd_finished_at",
-            "hd_result_url",
-            "hd_error",
-        ]
-        read_only_fields = fields
-
-    @extend_schema_field(serializers.URLField(allow_null=True))
-    def get_preview_url(self, attempt: AnimationAttempt) -> str | None:
-        return storage.url_or_none(attempt.preview_key, _request(self))
-
-    @extend_schema_field(serializers.URLField(allow_null=True))
-    def get_thumbnail_url(self, attempt: AnimationAttempt) -> str | None:
-        return storage.url_or_none(attempt.thumbnail_key, _request(self))
-
-    @extend_schema_field(serializers.URLField(allow_null=True))
-    def get_hd_result_url(self, attempt: AnimationAttempt) -> str | None:
-        if not attempt.hd_paid:
-            return None
-        return storage.url_or_none(attempt.hd_result_key, _request(self))
-
-    @extend_schema_field(AttemptErrorSerializer(allow_null=True))
-    def get_hd_error(self, attempt: AnimationAttempt) -> dict[str, str] | None:
-        if not attempt.hd_error_type and not attempt.hd_error_message:
-            return None
-        return {"code": attempt.hd_error_type or "error", "message": attempt.hd_error_message}
+def url_or_none(serializer: serializers.BaseSerializer[Any], key: str) -> str | None:
+    """A URL for a stored key (presigned on S3), made absolute from the serializer's request; None for no key."""
+    return storage.url_or_none(key, _request(serializer))
 
 
 class JobSummarySerializer(serializers.ModelSerializer[Any]):
@@ -198,14 +152,14 @@ class JobSummarySerializer(serializers.ModelSerializer[Any]):
 
 
 class JobSerializer(JobSummarySerializer):
-    """A job with every attempt, oldest first."""
+    """A job with every attempt of each kind that lists its own (``restore_attempts``, ...), oldest first."""
 
-    restore_attempts = RestoreAttemptSerializer(many=True, read_only=True)
-    animation_attempts = AnimationAttemptSerializer(many=True, read_only=True)
-
-    class Meta(JobSummarySerializer.Meta):
-        fields = [*JobSummarySerializer.Meta.fields, "restore_attempts", "animation_attempts"]
-        read_only_fields = fields
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        fields = super().get_fields()
+        for kind in attempt_kinds():
+            if kind.job_field:
+                fields[kind.job_field] = kind.serializer_class()(many=True, read_only=True)
+        return fields
 
 
 class JobCreatedSerializer(JobSerializer):

@@ -1,4 +1,4 @@
-"""Writes of jobs: creating one from an upload, deleting one with its files."""
+"""Writes of jobs: creating one from an upload, a signed-in person claiming one, deleting one with its files."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import IO
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from jobs.access import new_job_token
+from jobs.access import JobNotFound, new_job_token, token_matches
 from jobs.models import Job
 from rekindle import storage
+from rekindle.errors import Conflict
 from rekindle.images import normalize_image
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,40 @@ def job_create(*, email: str, image: IO[bytes], owner: User | None = None) -> Cr
         normalized.size,
     )
     return CreatedJob(job=job, token=token)
+
+
+class JobOwnedByAnother(Conflict):
+    code = "already_claimed"
+    message = "This job already belongs to another account."
+
+
+def job_claim(*, job_id: str | uuid.UUID, user: User, token: str | None) -> Job:
+    """Make ``user`` the owner of the job whose token is ``token``.
+
+    After the claim the job is theirs without the token; the token keeps working too,
+    because the links in the job's emails stand in for it. Raises ``JobNotFound`` for
+    an unknown job or a token that is not this job's, exactly as every other endpoint
+    does, and ``JobOwnedByAnother`` when the job belongs to someone else. Claiming your
+    own job again is a no-op.
+    """
+    try:
+        pk = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except ValueError:
+        raise JobNotFound() from None
+    with transaction.atomic():
+        # Locked, so two people presenting the token at once cannot both win.
+        job = Job.objects.select_for_update().filter(pk=pk).first()
+        if job is None:
+            raise JobNotFound()
+        if job.owner_id == user.pk:
+            return job
+        if not token_matches(job, token):
+            raise JobNotFound()
+        if job.owner_id is not None:
+            raise JobOwnedByAnother()
+        job.owner = user
+        job.save(update_fields=["owner", "updated_at"])
+    return job
 
 
 def job_delete(*, job: Job) -> None:

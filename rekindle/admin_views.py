@@ -19,12 +19,11 @@ from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 
-from animation.models import AnimationAttempt
+from jobs.kinds import attempt_kinds
 from jobs.models import AttemptStatus
 from rekindle import charts
 from rekindle.dashboard import STATUS_ORDER, dashboard_stats
 from rekindle.engines.base import NodeHealth
-from restoration.models import RestoreAttempt
 
 logger = logging.getLogger(__name__)
 
@@ -115,32 +114,21 @@ def recent_failures(nodes: list[str], *, days: int = RECENT_FAILURE_DAYS) -> dic
     since = timezone.now() - timedelta(days=days)
     rows: dict[str, list[FailureRow]] = {node: [] for node in nodes}
     fields = ("id", "job_id", "workflow", "node", "finished_at", "error_type", "error_message")
-    for model, kind, admin_name in (
-        (RestoreAttempt, "restore", "restoration_restoreattempt"),
-        (AnimationAttempt, "animation", "animation_animationattempt"),
-    ):
+    for kind in attempt_kinds():
+        opts = kind.model._meta
         failed = (
-            model.objects.filter(status=AttemptStatus.FAILED, node__in=nodes, finished_at__gte=since)
+            kind.rows()
+            .filter(status=AttemptStatus.FAILED, node__in=nodes, finished_at__gte=since)
             .order_by("-finished_at")
             .values_list(*fields)[: RECENT_FAILURES_PER_NODE * max(len(nodes), 1)]
         )
         for attempt_id, job_id, workflow, node, finished_at, error_type, error_message in failed:
-            url = reverse(f"admin:{admin_name}_change", args=[attempt_id])
+            url = reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[attempt_id])
             rows[node].append(
-                FailureRow(kind, str(attempt_id), str(job_id), workflow, finished_at, error_type, error_message, url)
+                FailureRow(
+                    kind.label, str(attempt_id), str(job_id), workflow, finished_at, error_type, error_message, url
+                )
             )
-    hd_failed = (
-        AnimationAttempt.objects.filter(hd_status=AttemptStatus.FAILED, hd_node__in=nodes, hd_finished_at__gte=since)
-        .order_by("-hd_finished_at")
-        .values_list("id", "job_id", "workflow", "hd_node", "hd_finished_at", "hd_error_type", "hd_error_message")[
-            : RECENT_FAILURES_PER_NODE * max(len(nodes), 1)
-        ]
-    )
-    for attempt_id, job_id, workflow, node, finished_at, error_type, error_message in hd_failed:
-        url = reverse("admin:animation_animationattempt_change", args=[attempt_id])
-        rows[node].append(
-            FailureRow("HD", str(attempt_id), str(job_id), workflow, finished_at, error_type, error_message, url)
-        )
     epoch = datetime.min.replace(tzinfo=timezone.get_current_timezone())
     for node in rows:
         rows[node].sort(key=lambda row: row.finished_at or epoch, reverse=True)
@@ -151,10 +139,11 @@ def recent_failures(nodes: list[str], *, days: int = RECENT_FAILURE_DAYS) -> dic
 def last_workflows(nodes: list[str]) -> dict[str, str]:
     """The workflow each node last started, from the attempts table."""
     latest: dict[str, tuple[datetime, str]] = {}
-    for model in (RestoreAttempt, AnimationAttempt):
+    for kind in attempt_kinds():
         for node in nodes:
             row = (
-                model.objects.filter(node=node, started_at__isnull=False)
+                kind.rows()
+                .filter(node=node, started_at__isnull=False)
                 .order_by("-started_at")
                 .values_list("started_at", "workflow")
                 .first()

@@ -1,7 +1,9 @@
 """One error shape for the whole API: ``{"error": {"code", "message", "details"}}``.
 
-DRF's own exceptions (validation, 404, 405, throttling, authentication) and our
-``ApiError`` subclasses all come out in this shape with the right status.
+The services' errors (``rekindle.errors``) get their HTTP status here, in
+:data:`STATUS_OF`, and nowhere else. DRF's own exceptions (validation, 404, 405,
+throttling, authentication) and the API's own ``ApiError`` subclasses come out in
+the same shape with their status.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+from rest_framework.views import set_rollback
+
+from rekindle import errors
 
 
 class ApiError(exceptions.APIException):
-    """An error a client caused, with a stable machine-readable code."""
+    """An error the API layer itself finds in a request (before any service runs), with a stable code."""
 
     status_code: int = status.HTTP_400_BAD_REQUEST
     default_code = "bad_request"
@@ -39,16 +44,30 @@ class ApiError(exceptions.APIException):
             self.status_code = status_code
 
 
-class Conflict(ApiError):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-    default_detail = "The job is not in a state that allows this."
+# The HTTP status of each kind of service error; a subclass takes its nearest base's.
+STATUS_OF: dict[type[errors.ServiceError], int] = {
+    errors.InvalidRequest: status.HTTP_400_BAD_REQUEST,
+    errors.NotFound: status.HTTP_404_NOT_FOUND,
+    errors.Conflict: status.HTTP_409_CONFLICT,
+    errors.TooLarge: status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    errors.UnsupportedMedia: status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+    errors.Unavailable: status.HTTP_503_SERVICE_UNAVAILABLE,
+}
 
 
-class ServiceUnavailable(ApiError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-    default_code = "service_unavailable"
-    default_detail = "A service this request needs is unavailable; try again shortly."
+def status_of(exc: errors.ServiceError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]
+    return status.HTTP_400_BAD_REQUEST
+
+
+def service_error_response(exc: errors.ServiceError) -> Response:
+    """The API's answer to a service error: its status, the error shape, and ``Retry-After`` when known."""
+    response = Response(error_body(exc.code, exc.message, exc.details), status=status_of(exc))
+    if isinstance(exc, errors.Unavailable) and exc.retry_after is not None:
+        response["Retry-After"] = str(max(int(exc.retry_after), 1))
+    return response
 
 
 _CODES_BY_STATUS = {
@@ -78,6 +97,9 @@ def _flatten(detail: Any) -> Any:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, errors.ServiceError):
+        set_rollback()
+        return service_error_response(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

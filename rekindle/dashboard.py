@@ -1,7 +1,7 @@
 """Selectors behind the staff dashboard: attempts per day by status, failure rate, durations, node time.
 
-Every run counts: restore attempts, animation previews and HD results (the HD run of
-an animation is a run of its own, with its own node and timings). Runs are placed
+Every run of every kind counts (``jobs.kinds``): restore attempts, animation previews
+and HD results, each with its own workflow, node and timings. Runs are placed
 on the day they were queued (UTC). Durations are ``finished_at - started_at``: time on
 the node including upload and download, which is what a GPU node is busy for.
 """
@@ -19,9 +19,8 @@ from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from animation.models import AnimationAttempt
+from jobs.kinds import attempt_kinds
 from jobs.models import AttemptStatus
-from restoration.models import RestoreAttempt
 
 STATUS_ORDER = [
     AttemptStatus.SUCCEEDED,
@@ -77,24 +76,15 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
 
 
 def _day_counts(since: datetime) -> Iterable[tuple[date, str, int]]:
-    for model in (RestoreAttempt, AnimationAttempt):
-        rows = (
-            model.objects.filter(queued_at__gte=since)
+    for kind in attempt_kinds():
+        yield from (
+            kind.rows()
+            .filter(queued_at__gte=since)
             .annotate(day=TruncDate("queued_at"))
             .values_list("day", "status")
             .annotate(n=Count("id"))
             .order_by()
         )
-        yield from rows
-    hd_rows = (
-        AnimationAttempt.objects.filter(hd_queued_at__gte=since)
-        .exclude(hd_status="")
-        .annotate(day=TruncDate("hd_queued_at"))
-        .values_list("day", "hd_status")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    yield from hd_rows
 
 
 # (workflow, node, status, started_at, finished_at)
@@ -102,17 +92,14 @@ Run = tuple[str, str, str, datetime, datetime]
 
 
 def _finished_runs(since: datetime) -> Iterable[Run]:
-    for model in (RestoreAttempt, AnimationAttempt):
-        for workflow, node, status, started, finished in model.objects.filter(
-            finished_at__gte=since, started_at__isnull=False
-        ).values_list("workflow", "node", "status", "started_at", "finished_at"):
+    for kind in attempt_kinds():
+        for workflow, node, status, started, finished in (
+            kind.rows()
+            .filter(finished_at__gte=since, started_at__isnull=False)
+            .values_list("workflow", "node", "status", "started_at", "finished_at")
+        ):
             if started is not None and finished is not None:
                 yield workflow, node, status, started, finished
-    for workflow, node, status, started, finished in AnimationAttempt.objects.filter(
-        hd_finished_at__gte=since, hd_started_at__isnull=False
-    ).values_list("workflow", "hd_node", "hd_status", "hd_started_at", "hd_finished_at"):
-        if started is not None and finished is not None:
-            yield f"{workflow} HD", node, status, started, finished
 
 
 def dashboard_stats(*, days: int | None = None, now: datetime | None = None) -> DashboardStats:

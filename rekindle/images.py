@@ -35,9 +35,8 @@ from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
-from rest_framework import status
 
-from rekindle.api_errors import ApiError
+from rekindle.errors import InvalidRequest, TooLarge, UnsupportedMedia
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
 LOSSY_FORMATS = frozenset({"JPEG", "WEBP"})
@@ -49,28 +48,24 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
 _ALPHA_MODES = frozenset({"RGBA", "LA", "La", "RGBa", "PA"})
 
 
-class UnsupportedImage(ApiError):
-    status_code = status.HTTP_415_UNSUPPORTED_MEDIA_TYPE
-    default_code = "unsupported_media_type"
-    default_detail = "This is not a supported image. Send a JPEG, PNG, WebP, TIFF or BMP photo."
+class UnsupportedImage(UnsupportedMedia):
+    code = "unsupported_media_type"
+    message = "This is not a supported image. Send a JPEG, PNG, WebP, TIFF or BMP photo."
 
 
-class ImageTooLarge(ApiError):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "image_too_large"
-    default_detail = "The image has too many pixels."
+class ImageTooLarge(InvalidRequest):
+    code = "image_too_large"
+    message = "The image has too many pixels."
 
 
-class InvalidImage(ApiError):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "invalid_image"
-    default_detail = "The image is damaged or truncated and cannot be decoded."
+class InvalidImage(InvalidRequest):
+    code = "invalid_image"
+    message = "The image is damaged or truncated and cannot be decoded."
 
 
-class FileTooLarge(ApiError):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "file_too_large"
-    default_detail = "The file is too large."
+class FileTooLarge(TooLarge):
+    code = "file_too_large"
+    message = "The file is too large."
 
 
 def file_too_large(max_bytes: int) -> FileTooLarge:

@@ -21,9 +21,8 @@ from typing import Any, Literal, cast
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from rest_framework import status
 
-from rekindle.api_errors import ApiError
+from rekindle.errors import InvalidRequest
 
 WorkflowKind = Literal["restore", "animate_preview", "animate_hd"]
 OutputKind = Literal["image", "video"]
@@ -46,16 +45,15 @@ _PARAM_KEYS = {
 }
 
 
-class WorkflowParameterError(ApiError):
+class WorkflowParameterError(InvalidRequest):
     """Parameters that do not fit the workflow's map; ``details.fields`` says what is wrong with each."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_code = "invalid_parameters"
-    default_detail = "Some parameters are not valid for this workflow."
+    code = "invalid_parameters"
+    message = "Some parameters are not valid for this workflow."
 
     def __init__(self, fields: Mapping[str, str], message: str | None = None) -> None:
         self.fields = dict(fields)
-        super().__init__(message, code=self.default_code, details={"fields": self.fields})
+        super().__init__(message, details={"fields": self.fields})
 
 
 class WorkflowDefinitionError(ImproperlyConfigured):

@@ -2,7 +2,9 @@
 
 Actions beyond requeue, cancel and resend (``jobs.admin_attempts``): make an attempt the
 job's selected restore, through ``restore_select``, the service behind the API's
-select-restore (the staff override when a person picked the wrong one).
+select-restore (the staff override when a person picked the wrong one). The job admin
+gets the restores inline, the latest restore's state as a column and a filter, and the
+restore count (``JobAdminPart``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,18 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.safestring import SafeString
 
+from jobs.admin import (
+    INLINE_FIELDS,
+    AttemptInlineBase,
+    JobAdminPart,
+    LatestAttemptStatusFilter,
+    count_of,
+    latest_of,
+    register_job_admin_part,
+)
 from jobs.admin_attempts import ACTIONS, LIST_DISPLAY, RUN_FIELDS, AttemptAdmin, report
-from jobs.admin_display import image_preview, outcome_report, thumbnail
+from jobs.admin_display import image_preview, outcome_report, status_badge, thumbnail
+from jobs.models import Job
 from restoration.models import RestoreAttempt
 from restoration.services import RestoreNotSelectable, restore_select
 
@@ -58,3 +70,43 @@ class RestoreAttemptAdmin(AttemptAdmin[RestoreAttempt]):
             chosen_jobs.add(attempt.job_id)
             done += 1
         report(request, self, outcome_report("Selected", done, skipped, noun="restore"), done)
+
+
+class RestoreAttemptInline(AttemptInlineBase):
+    model = RestoreAttempt
+    verbose_name_plural = "restore attempts"
+    fields = (*INLINE_FIELDS, "result")
+    readonly_fields = fields
+
+    @admin.display(description="result")
+    def result(self, obj: RestoreAttempt) -> SafeString | str:
+        return thumbnail(obj.result_key)
+
+
+class LatestRestoreStatusFilter(LatestAttemptStatusFilter):
+    title = "latest restore"
+    parameter_name = "latest_restore"
+    annotation = "latest_restore_status"
+
+
+@admin.display(description="latest restore", ordering="latest_restore_status")
+def latest_restore_badge(job: Job) -> SafeString:
+    return status_badge(getattr(job, "latest_restore_status", None) or "")
+
+
+@admin.display(description="restores")
+def restore_count(job: Job) -> int:
+    return int(getattr(job, "restore_count", 0))
+
+
+register_job_admin_part(
+    JobAdminPart(
+        inline=RestoreAttemptInline,
+        annotations=lambda: {
+            "latest_restore_status": latest_of(RestoreAttempt),
+            "restore_count": count_of(RestoreAttempt),
+        },
+        columns=[latest_restore_badge, restore_count],
+        filters=[LatestRestoreStatusFilter],
+    )
+)

@@ -11,8 +11,8 @@ from rest_framework.views import APIView
 from jobs.access import job_for_request
 from jobs.api import NOT_FOUND, TOKEN_PARAMETERS
 from jobs.selectors import job_detail_queryset
-from jobs.serializers import ErrorSerializer, JobSerializer, RestoreAttemptSerializer
-from restoration.serializers import RestoreInputSerializer, SelectRestoreInputSerializer
+from jobs.serializers import ErrorSerializer, JobSerializer
+from restoration.serializers import RestoreAttemptSerializer, RestoreInputSerializer, SelectRestoreInputSerializer
 from restoration.services import restore_attempt_create, restore_select
 
 

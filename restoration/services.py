@@ -15,15 +15,15 @@ from jobs.attempts import attempt_send_on_commit, attempt_timestamp_id, job_lock
 from jobs.models import AttemptStatus, Job
 from jobs.runner import BadInput, RunContext, RunOutput, attempt_process, workflow_for_run
 from rekindle import storage
-from rekindle.api_errors import Conflict
 from rekindle.engines.base import InputImage, RunRequest
+from rekindle.errors import Conflict
 from rekindle.workflows import workflow_for_kind
 from restoration.models import RestoreAttempt
 
 
 class RestoreNotSelectable(Conflict):
-    default_code = "restore_not_selectable"
-    default_detail = "Only a succeeded restore attempt of this job can be chosen."
+    code = "restore_not_selectable"
+    message = "Only a succeeded restore attempt of this job can be chosen."
 
 
 def restore_attempt_create(*, job: Job, params: dict[str, Any] | None) -> RestoreAttempt:
@@ -59,7 +59,7 @@ def restore_select(*, job: Job, restore_id: uuid.UUID | str) -> Job:
 
 def restore_attempt_process(*, attempt_id: str) -> str:
     """Run one restore attempt (the body of ``process_restoration``); see ``jobs.runner`` for the error policy."""
-    return attempt_process(RestoreAttempt, attempt_id, work=_restore)
+    return attempt_process(RestoreAttempt, attempt_id)
 
 
 def as_jpeg(data: bytes) -> bytes:
@@ -76,7 +76,8 @@ def as_jpeg(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def _restore(run: RunContext[RestoreAttempt]) -> RunOutput:
+def restore(run: RunContext[RestoreAttempt]) -> RunOutput:
+    """The work of one restore run: the restored JPEG, and the job's first pick if it has none."""
     attempt = run.attempt
     job = attempt.job
     workflow, params, timeout = workflow_for_run(

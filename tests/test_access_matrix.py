@@ -29,7 +29,7 @@ from rest_framework.test import APIClient
 from jobs.access import TOKEN_HEADER
 from jobs.models import Job
 from rekindle.auth.services import auth0_user_get_or_create
-from rekindle.testing.auth0 import Auth0Tenant, auth0_tenant, bearer  # noqa: F401
+from rekindle.testing.auth0 import Auth0Tenant, bearer
 from rekindle.testing.factories import JobFactory, RestoreAttemptFactory, token_of
 
 API_PREFIX = "api/v1/"
@@ -177,7 +177,7 @@ def test_it_has_a_row_for_every_route() -> None:
 
 
 @pytest.fixture
-def world(auth0_tenant: Auth0Tenant) -> World:  # noqa: F811
+def world(auth0_tenant: Auth0Tenant) -> World:
     owner = auth0_user_get_or_create(subject="auth0|owner", email="owner@example.com")
     other_user = auth0_user_get_or_create(subject="auth0|stranger", email="stranger@example.com")
     staff = User.objects.create_user(username="staff", email="staff@example.com", is_staff=True, is_superuser=True)

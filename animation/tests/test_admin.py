@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import dramatiq
 import pytest
 from django.core import mail
 from django.db import connection
@@ -14,10 +13,10 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from animation.models import AnimationAttempt
+from animation.models import AnimationAttempt, HDAttempt
 from jobs.models import AttemptStatus
 from rekindle import storage
-from rekindle.testing.factories import AnimationAttemptFactory, UserFactory
+from rekindle.testing.factories import AnimationAttemptFactory, HDAttemptFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -31,14 +30,6 @@ def _messages(response: Any) -> list[str]:
 
 def _act(client: Client, action: str, attempts: list[AnimationAttempt]) -> Any:
     return client.post(LIST_URL, {"action": action, "_selected_action": [str(a.pk) for a in attempts]}, follow=True)
-
-
-def _sent(broker: Any, queue: str) -> list[tuple[str, str]]:
-    """(actor, attempt id) of every message waiting in ``queue``."""
-    return sorted(
-        (message.actor_name, message.args[0])
-        for message in (dramatiq.Message.decode(data) for data in broker.queues[queue].queue)
-    )
 
 
 def test_it_lists_animations_with_thumbnails_and_hd_state(admin_client: Client) -> None:
@@ -73,13 +64,13 @@ def test_it_keeps_the_list_query_count_flat_as_rows_grow(admin_client: Client) -
 
 
 def test_it_plays_the_preview_and_the_hd_result_in_the_page(admin_client: Client) -> None:
-    attempt = AnimationAttemptFactory.create(
+    attempt = AnimationAttemptFactory.create(succeeded=True, hd_paid=True)
+    hd = HDAttemptFactory.create(
+        animation=attempt,
         succeeded=True,
-        hd_ready=True,
-        hd_node="http://gpu-9:8188",
-        hd_error_type="",
-        hd_started_at=timezone.now() - timedelta(seconds=90),
-        hd_finished_at=timezone.now(),
+        node="http://gpu-9:8188",
+        started_at=timezone.now() - timedelta(seconds=90),
+        finished_at=timezone.now(),
     )
 
     response = admin_client.get(reverse("admin:animation_animationattempt_change", args=[attempt.pk]))
@@ -87,7 +78,8 @@ def test_it_plays_the_preview_and_the_hd_result_in_the_page(admin_client: Client
     assert response.status_code == 200
     body = response.content.decode()
     assert f'<video class="rk-video" controls preload="metadata" src="{storage.url_for(attempt.preview_key)}"' in body
-    assert f'src="{storage.url_for(attempt.hd_result_key)}"' in body
+    assert f'src="{storage.url_for(hd.result_key)}"' in body
+    assert reverse("admin:animation_hdattempt_change", args=[hd.pk]) in body
     assert f'poster="{storage.url_for(attempt.thumbnail_key)}"' in body
     assert "http://gpu-9:8188" in body
     assert "1 min 30 s" in body
@@ -97,13 +89,13 @@ def test_it_plays_the_preview_and_the_hd_result_in_the_page(admin_client: Client
 
 
 def test_it_shows_the_full_hd_error_escaped(admin_client: Client) -> None:
-    attempt = AnimationAttemptFactory.create(
-        succeeded=True,
-        hd_paid=True,
-        hd_status=AttemptStatus.FAILED,
-        hd_error_type="execution_failed",
-        hd_error_message="VAEDecode: " + XSS,
-        hd_error_details={"exception_message": XSS, "node_type": "VAEDecode", "node_id": "8"},
+    attempt = AnimationAttemptFactory.create(succeeded=True, hd_paid=True)
+    HDAttemptFactory.create(
+        animation=attempt,
+        status=AttemptStatus.FAILED,
+        error_type="execution_failed",
+        error_message="VAEDecode: " + XSS,
+        error_details={"exception_message": XSS, "node_type": "VAEDecode", "node_id": "8"},
     )
     body = admin_client.get(reverse("admin:animation_animationattempt_change", args=[attempt.pk])).content.decode()
     assert "The node said in VAEDecode 8:" in body
@@ -112,10 +104,10 @@ def test_it_shows_the_full_hd_error_escaped(admin_client: Client) -> None:
 
 
 def test_it_generates_the_hd_result_through_the_billing_service(
-    admin_client: Client, stub_broker: Any, django_capture_on_commit_callbacks: Any
+    admin_client: Client, queued: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     ready = AnimationAttemptFactory.create(succeeded=True)
-    retry = AnimationAttemptFactory.create(succeeded=True, hd_paid=True, hd_status=AttemptStatus.FAILED)
+    retry = HDAttemptFactory.create(failed=True).animation
     made = AnimationAttemptFactory.create(succeeded=True, hd_ready=True)
     not_ready = AnimationAttemptFactory.create()
 
@@ -126,22 +118,23 @@ def test_it_generates_the_hd_result_through_the_billing_service(
         "Queued the HD result of 2 animations, skipped 1 whose preview had not succeeded"
         " and 1 with an HD run already succeeded"
     ]
+    hd_runs = []
     for attempt in (ready, retry):
         attempt.refresh_from_db()
         assert attempt.hd_paid
-        assert attempt.hd_status == AttemptStatus.QUEUED
+        assert attempt.hd.status == AttemptStatus.QUEUED
+        hd_runs.append(("generate_hd_result", str(attempt.hd.pk)))
     not_ready.refresh_from_db()
     assert not not_ready.hd_paid
-    assert _sent(stub_broker, "animation") == sorted(
-        [("generate_hd_result", str(ready.pk)), ("generate_hd_result", str(retry.pk))]
-    )
+    assert queued.calls("animation") == sorted(hd_runs)
 
 
 def test_it_requeues_failed_previews_and_failed_hd_runs(
-    admin_client: Client, stub_broker: Any, django_capture_on_commit_callbacks: Any
+    admin_client: Client, queued: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     preview_failed = AnimationAttemptFactory.create(status=AttemptStatus.FAILED, error_type="timeout")
-    hd_failed = AnimationAttemptFactory.create(succeeded=True, hd_paid=True, hd_status=AttemptStatus.FAILED)
+    failed_run = HDAttemptFactory.create(failed=True)
+    hd_failed = failed_run.animation
     running = AnimationAttemptFactory.create(
         status=AttemptStatus.RUNNING, tries=1, lease_expires_at=timezone.now() + timedelta(minutes=5)
     )
@@ -154,15 +147,15 @@ def test_it_requeues_failed_previews_and_failed_hd_runs(
     hd_failed.refresh_from_db()
     assert preview_failed.status == AttemptStatus.QUEUED
     assert hd_failed.status == AttemptStatus.SUCCEEDED
-    assert hd_failed.hd_status == AttemptStatus.QUEUED
-    assert _sent(stub_broker, "animation") == sorted(
-        [("process_animation", str(preview_failed.pk)), ("generate_hd_result", str(hd_failed.pk))]
+    assert hd_failed.hd.status == AttemptStatus.QUEUED
+    assert queued.calls("animation") == sorted(
+        [("process_animation", str(preview_failed.pk)), ("generate_hd_result", str(failed_run.pk))]
     )
 
 
 def test_it_cancels_a_queued_preview_or_hd_run(admin_client: Client) -> None:
     preview_queued = AnimationAttemptFactory.create()
-    hd_queued = AnimationAttemptFactory.create(succeeded=True, hd_paid=True, hd_status=AttemptStatus.QUEUED)
+    hd_queued = HDAttemptFactory.create().animation
     finished = AnimationAttemptFactory.create(succeeded=True)
 
     response = _act(admin_client, "cancel_attempts", [preview_queued, hd_queued, finished])
@@ -172,12 +165,13 @@ def test_it_cancels_a_queued_preview_or_hd_run(admin_client: Client) -> None:
     hd_queued.refresh_from_db()
     assert preview_queued.status == AttemptStatus.CANCELED
     assert hd_queued.status == AttemptStatus.SUCCEEDED
-    assert hd_queued.hd_status == AttemptStatus.CANCELED
+    assert hd_queued.hd.status == AttemptStatus.CANCELED
 
 
 def test_it_resends_the_newest_ready_email(admin_client: Client) -> None:
     preview_only = AnimationAttemptFactory.create(succeeded=True, notified_at=timezone.now())
-    with_hd = AnimationAttemptFactory.create(succeeded=True, hd_ready=True, hd_notified_at=timezone.now())
+    with_hd = AnimationAttemptFactory.create(succeeded=True, hd_ready=True)
+    HDAttempt.objects.filter(animation=with_hd).update(notified_at=timezone.now())
     waiting = AnimationAttemptFactory.create()
 
     response = _act(admin_client, "resend_ready_email", [preview_only, with_hd, waiting])

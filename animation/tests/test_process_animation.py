@@ -12,7 +12,7 @@ import pytest
 from django.core import mail
 from PIL import Image
 
-from animation.models import AnimationAttempt
+from animation.models import AnimationAttempt, HDAttempt
 from animation.services import AnimationNotReady, NoRestoreToAnimate, animation_attempt_create, hd_result_generate
 from jobs.attempts import attempt_timestamp_id
 from jobs.models import AttemptStatus, Job
@@ -102,18 +102,21 @@ def test_it_makes_the_hd_result_once_paid_for(worker: dramatiq.Worker) -> None:
 
     animation.refresh_from_db()
     assert animation.hd_paid
-    assert animation.hd_status == AttemptStatus.SUCCEEDED, animation.hd_error_message
-    assert animation.hd_result_key == f"animated/{job.id}/{attempt_timestamp_id(animation)}_result.mp4"
+    result = HDAttempt.objects.get(animation=animation)
+    assert result.status == AttemptStatus.SUCCEEDED, result.error_message
+    # Beside its preview: the same timestamp id, the HD result's suffix.
+    assert result.result_key == f"animated/{job.id}/{attempt_timestamp_id(animation)}_result.mp4"
+    assert result.parameters["seed"] == SMALL["seed"]
     # The preview's seed and prompt carry over; size and length are the HD workflow's, not the preview's.
     hd_workflow = workflow_for_kind("animate_hd")
     hd = hd_workflow.validate({"seed": SMALL["seed"]})
-    assert video_shape(storage.read_bytes(animation.hd_result_key)) == (
+    assert video_shape(storage.read_bytes(result.result_key)) == (
         hd["width"],
         hd["height"],
         wan_frames(hd["seconds"], hd["fps"]),
     )
     assert (hd["width"], hd["height"]) != (SMALL["width"], SMALL["height"])
-    assert animation.hd_tries == 1
+    assert result.tries == 1
     assert animation.tries == 0
     assert [m.subject for m in mail.outbox] == ["Your HD video is ready"]
 
@@ -124,4 +127,5 @@ def test_it_makes_no_hd_result_of_an_unfinished_preview() -> None:
     with pytest.raises(AnimationNotReady):
         hd_result_generate(animation=animation)
     animation.refresh_from_db()
-    assert animation.hd_status == ""
+    assert not animation.hd_paid
+    assert not HDAttempt.objects.filter(animation=animation).exists()

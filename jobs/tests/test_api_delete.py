@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import dramatiq
 import pytest
 from rest_framework.test import APIClient
 
@@ -19,19 +18,12 @@ from restoration.models import RestoreAttempt
 pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
 
 
-def queued_messages(broker: Any, queue_name: str) -> list[dramatiq.Message[Any]]:
-    """Messages waiting on a stub broker queue, read without taking them off it."""
-    if queue_name not in broker.queues:
-        return []
-    return [dramatiq.Message.decode(data) for data in list(broker.queues[queue_name].queue)]
-
-
 def _job_with_files(token: str) -> tuple[Job, list[str]]:
     job = JobFactory.create(token=token, stored_original=True)
     restore = RestoreAttemptFactory.create(job=job, succeeded=True)
     animation = AnimationAttemptFactory.create(job=job, restore=restore, succeeded=True, hd_ready=True)
     Job.objects.filter(pk=job.pk).update(selected_restore=restore, latest_animation=animation)
-    keys = [restore.result_key, animation.preview_key, animation.thumbnail_key, animation.hd_result_key]
+    keys = [restore.result_key, animation.preview_key, animation.thumbnail_key, animation.hd.result_key]
     for key in keys:
         storage.put(key, b"output")
     return job, sorted([job.original_key, *keys])
@@ -63,15 +55,15 @@ def test_it_deletes_the_job_and_every_object_under_its_keys(
 
 
 def test_it_sends_the_cleanup_only_after_commit(
-    api_client: APIClient, stub_broker: Any, django_capture_on_commit_callbacks: Any
+    api_client: APIClient, queued: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
     job = JobFactory.create(token="t")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         api_client.delete(f"/api/v1/jobs/{job.id}", headers={"X-Job-Token": "t"})
-    assert queued_messages(stub_broker, cleanup_job_s3_files.queue_name) == []
+    assert queued.messages(cleanup_job_s3_files.queue_name) == []
     assert len(callbacks) == 1
     callbacks[0]()
-    [message] = queued_messages(stub_broker, cleanup_job_s3_files.queue_name)
+    [message] = queued.messages(cleanup_job_s3_files.queue_name)
     assert message.actor_name == "cleanup_job_s3_files"
     assert message.args == (str(job.id),)
 

@@ -10,9 +10,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from jobs.models import AttemptStatus, Job
+from jobs.models import Job
 from rekindle.testing.factories import (
     AnimationAttemptFactory,
+    HDAttemptFactory,
     JobFactory,
     RestoreAttemptFactory,
     UserFactory,
@@ -72,9 +73,8 @@ def test_it_shows_every_attempt_with_urls_of_its_outputs(api_client: APIClient) 
     restored = RestoreAttemptFactory.create(job=job, succeeded=True)
     failed = RestoreAttemptFactory.create(job=job, failed=True)
     preview_only = AnimationAttemptFactory.create(job=job, restore=restored, succeeded=True)
-    unpaid_hd = AnimationAttemptFactory.create(
-        job=job, restore=restored, succeeded=True, hd_status=AttemptStatus.SUCCEEDED, hd_result_key="animated/x.mp4"
-    )
+    unpaid_hd = AnimationAttemptFactory.create(job=job, restore=restored, succeeded=True)
+    HDAttemptFactory.create(animation=unpaid_hd, succeeded=True)
     paid_hd = AnimationAttemptFactory.create(job=job, restore=restored, succeeded=True, hd_ready=True)
     Job.objects.filter(pk=job.pk).update(selected_restore=restored, latest_animation=paid_hd)
 
@@ -91,19 +91,22 @@ def test_it_shows_every_attempt_with_urls_of_its_outputs(api_client: APIClient) 
     assert good["progress"] == 100
     assert good["error"] is None
     assert good["duration_seconds"] == pytest.approx(30, abs=1)
-    for field in ("workflow", "parameters", "engine", "node", "queued_at", "started_at", "finished_at"):
+    for field in ("workflow", "parameters", "engine", "queued_at", "started_at", "finished_at"):
         assert field in good
     assert good["engine_label"] == "Local CPU engine (development)"
     bad = restores[str(failed.id)]
     assert bad["result_url"] is None
-    assert bad["error"] == {"code": "engine_error", "message": "The engine could not process the image."}
+    assert bad["error"] == {
+        "code": "processing_failed",
+        "message": "We could not restore this photo. Please try again.",
+    }
     animations = {item["id"]: item for item in body["animation_attempts"]}
     assert animations[str(preview_only.id)]["preview_url"].endswith(preview_only.preview_key)
     assert animations[str(preview_only.id)]["thumbnail_url"].endswith(preview_only.thumbnail_key)
     assert animations[str(preview_only.id)]["restore_id"] == str(restored.id)
     assert animations[str(preview_only.id)]["hd_result_url"] is None
     assert animations[str(unpaid_hd.id)]["hd_result_url"] is None  # present but not paid for
-    assert animations[str(paid_hd.id)]["hd_result_url"] == f"http://testserver/media/{paid_hd.hd_result_key}"
+    assert animations[str(paid_hd.id)]["hd_result_url"] == f"http://testserver/media/{paid_hd.hd.result_key}"
     assert "token" not in body
     assert "token_hash" not in body
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 
 import dramatiq
@@ -11,10 +10,9 @@ from django.core import mail
 from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 
-from animation.models import AnimationAttempt
+from animation.models import HDAttempt
 from jobs import attempts
 from jobs.attempts import (
-    HD,
     attempt_cancel,
     attempt_claim,
     attempt_fail,
@@ -28,25 +26,11 @@ from jobs.attempts import (
     tries_left,
 )
 from jobs.models import AttemptStatus
-from rekindle.testing.factories import AnimationAttemptFactory, RestoreAttemptFactory
+from rekindle.testing.factories import AnimationAttemptFactory, HDAttemptFactory, RestoreAttemptFactory
 from restoration.models import RestoreAttempt
 from restoration.tasks import process_restoration
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def stub_broker() -> Iterator[dramatiq.Broker]:
-    broker = dramatiq.get_broker()
-    broker.flush_all()
-    yield broker
-    broker.flush_all()
-
-
-def queued_ids(broker: dramatiq.Broker, queue: str = "restoration") -> list[str]:
-    if queue not in broker.queues:
-        return []
-    return [dramatiq.Message.decode(data).args[0] for data in broker.queues[queue].queue]
 
 
 def expire_lease(attempt: RestoreAttempt) -> None:
@@ -153,24 +137,22 @@ def test_it_fails_with_the_error_and_emails_once(django_capture_on_commit_callba
     assert "could not be finished" in mail.outbox[0].subject
 
 
-def test_it_sends_the_message_only_after_commit(
-    stub_broker: dramatiq.Broker, django_capture_on_commit_callbacks
-) -> None:
+def test_it_sends_the_message_only_after_commit(queued, django_capture_on_commit_callbacks) -> None:
     attempt = RestoreAttemptFactory.create(status=AttemptStatus.FAILED)
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert attempt_requeue(attempt)
-        assert queued_ids(stub_broker) == []
+        assert queued.ids("restoration") == []
     for callback in callbacks:
         callback()
 
-    assert queued_ids(stub_broker) == [str(attempt.pk)]
+    assert queued.ids("restoration") == [str(attempt.pk)]
     attempt.refresh_from_db()
     assert attempt.last_enqueued_at is not None
 
 
 def test_it_requeues_a_failed_attempt_on_the_same_row_with_a_fresh_budget(
-    stub_broker: dramatiq.Broker, django_capture_on_commit_callbacks
+    queued, django_capture_on_commit_callbacks
 ) -> None:
     attempt = RestoreAttemptFactory.create(
         status=AttemptStatus.FAILED, tries=3, error_type="node_down", error_message="x"
@@ -185,7 +167,7 @@ def test_it_requeues_a_failed_attempt_on_the_same_row_with_a_fresh_budget(
     assert (attempt.tries, attempt.tries_at_requeue, tries_left(attempt)) == (3, 3, 3)
     assert attempt.error_type == ""
     assert RestoreAttempt.objects.count() == 1
-    assert queued_ids(stub_broker) == [str(attempt.pk)]
+    assert queued.ids("restoration") == [str(attempt.pk)]
 
 
 def test_it_does_not_requeue_a_queued_running_or_succeeded_attempt() -> None:
@@ -269,9 +251,7 @@ def test_it_fails_a_stuck_attempt_that_has_no_tries_left(django_capture_on_commi
     assert len(mail.outbox) == 1
 
 
-def test_it_resends_a_queued_attempt_that_never_reached_the_broker(
-    stub_broker: dramatiq.Broker, django_capture_on_commit_callbacks
-) -> None:
+def test_it_resends_a_queued_attempt_that_never_reached_the_broker(queued, django_capture_on_commit_callbacks) -> None:
     never_sent = RestoreAttemptFactory.create(last_enqueued_at=None)
     RestoreAttemptFactory.create(last_enqueued_at=timezone.now())  # sent a moment ago: left alone
 
@@ -281,7 +261,7 @@ def test_it_resends_a_queued_attempt_that_never_reached_the_broker(
 
     assert outcome is not None
     assert (outcome.action, outcome.attempt_id) == ("resent", never_sent.pk)
-    assert queued_ids(stub_broker) == [str(never_sent.pk)]
+    assert queued.ids("restoration") == [str(never_sent.pk)]
 
 
 def test_it_swallows_a_broker_that_is_down_and_leaves_the_attempt_queued() -> None:
@@ -309,21 +289,44 @@ def test_it_derives_one_timestamp_id_per_attempt() -> None:
     assert attempt_timestamp_id(attempt) != attempt_timestamp_id(RestoreAttemptFactory.create(job=attempt.job))
 
 
-def test_it_runs_the_hd_stage_on_its_own_fields() -> None:
-    animation = AnimationAttemptFactory.create(succeeded=True, hd_status=AttemptStatus.QUEUED)
+def test_it_runs_an_hd_attempt_on_its_own_row(queued) -> None:
+    hd = HDAttemptFactory.create()
+    animation = hd.animation
 
-    claimed = attempt_claim(AnimationAttempt, animation.pk, stage=HD)
+    claimed = attempt_claim(HDAttempt, hd.pk)
     assert claimed is not None
-    assert attempt_succeed(claimed, stage=HD, values={"result_key": "animated/x_result.mp4"})
+    assert attempt_succeed(claimed, values={"result_key": "animated/x_result.mp4"})
 
+    hd.refresh_from_db()
     animation.refresh_from_db()
-    assert (animation.hd_status, animation.hd_tries, animation.hd_result_key) == (
-        AttemptStatus.SUCCEEDED,
-        1,
-        "animated/x_result.mp4",
+    assert (hd.status, hd.tries, hd.result_key) == (AttemptStatus.SUCCEEDED, 1, "animated/x_result.mp4")
+    assert (animation.status, animation.tries) == (AttemptStatus.SUCCEEDED, 0)
+
+
+def test_it_sends_each_kind_to_its_own_actor(queued, django_capture_on_commit_callbacks) -> None:
+    restore = RestoreAttemptFactory.create()
+    animation = AnimationAttemptFactory.create()
+    hd = HDAttemptFactory.create()
+
+    for attempt in (restore, animation, hd):
+        assert attempt_send(type(attempt), attempt.pk)
+
+    assert queued.calls("restoration") == [("process_restoration", str(restore.pk))]
+    assert queued.calls("animation") == sorted(
+        [("process_animation", str(animation.pk)), ("generate_hd_result", str(hd.pk))]
     )
-    assert animation.status == AttemptStatus.SUCCEEDED
-    assert animation.tries == 0
+
+
+def test_it_counts_every_kind_in_flight_for_the_job_limit(settings) -> None:
+    settings.MAX_ATTEMPTS_IN_FLIGHT = 3
+    hd = HDAttemptFactory.create(status=AttemptStatus.RUNNING)
+    job = hd.job
+    RestoreAttemptFactory.create(job=job)
+    AnimationAttemptFactory.create(job=job, status=AttemptStatus.RUNNING)
+
+    assert attempts.job_in_flight_count(job) == 3
+    with pytest.raises(attempts.TooManyInFlight):
+        attempts.job_lock_for_new_attempt(job)
 
 
 def test_it_refuses_more_attempts_than_the_job_may_have_in_flight(settings) -> None:

@@ -8,7 +8,6 @@ import pytest
 from django.core import mail
 from rest_framework.test import APIClient
 
-from jobs.attempts import HD
 from jobs.notifications import job_ready_email_send
 from rekindle.testing.factories import AnimationAttemptFactory, RestoreAttemptFactory
 
@@ -41,7 +40,7 @@ def test_it_does_not_email_an_attempt_that_has_not_finished() -> None:
 def test_it_names_the_hd_result() -> None:
     animation = AnimationAttemptFactory.create(succeeded=True, hd_ready=True)
 
-    assert job_ready_email_send(attempt=animation, stage=HD)
+    assert job_ready_email_send(attempt=animation.hd)
 
     assert mail.outbox[0].subject == "Your HD video is ready"
 
@@ -51,7 +50,8 @@ def test_it_links_to_the_job_with_an_access_value_the_api_accepts() -> None:
     job_ready_email_send(attempt=attempt)
 
     body = str(mail.outbox[0].body)
-    assert "The engine could not process the image." in body
+    assert "We could not restore this photo. Please try again." in body
+    assert "The engine could not process the image." not in body
     link = re.search(r"https?://\S+", body)
     assert link is not None
     path = link.group(0).split("://", 1)[1].split("/", 1)[1]

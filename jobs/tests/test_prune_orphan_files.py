@@ -54,7 +54,7 @@ def test_it_deletes_old_orphans_and_keeps_what_rows_hold_or_is_young(settings: A
     restore = RestoreAttemptFactory.create(job=job, succeeded=True)
     animation = AnimationAttemptFactory.create(job=job, restore=restore, succeeded=True, hd_ready=True)
     held = [job.original_key, restore.result_key, animation.preview_key, animation.thumbnail_key]
-    held.append(animation.hd_result_key)
+    held.append(animation.hd.result_key)
     for key in held[1:]:
         storage.put(key, b"held")
     gone_job = "0b7c8a3e-2f5d-4f0e-9a39-6a0f7c1d2e3f"

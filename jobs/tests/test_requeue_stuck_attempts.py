@@ -3,40 +3,26 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-import dramatiq
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from animation.models import AnimationAttempt
+from animation.models import HDAttempt
+from jobs.management.commands.requeue_stuck_attempts import Command
 from jobs.models import AttemptStatus
-from rekindle.management.commands.requeue_stuck_attempts import Command
-from rekindle.testing.factories import AnimationAttemptFactory, RestoreAttemptFactory
+from rekindle.testing.factories import AnimationAttemptFactory, HDAttemptFactory, RestoreAttemptFactory
 from restoration.models import RestoreAttempt
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def _empty_broker() -> None:
-    dramatiq.get_broker().flush_all()
-
-
-def sent(queue: str) -> list[str]:
-    broker = dramatiq.get_broker()
-    if queue not in broker.queues:
-        return []
-    return [dramatiq.Message.decode(data).args[0] for data in broker.queues[queue].queue]
-
-
-def test_it_handles_one_stuck_attempt_per_call() -> None:
+def test_it_handles_one_stuck_attempt_per_call(queued: Any) -> None:
     past = timezone.now() - timedelta(seconds=1)
     dead_worker = RestoreAttemptFactory.create(status=AttemptStatus.RUNNING, tries=1, lease_expires_at=past)
     out_of_tries = RestoreAttemptFactory.create(status=AttemptStatus.RUNNING, tries=3, lease_expires_at=past)
-    hd_dead_worker = AnimationAttemptFactory.create(
-        succeeded=True, hd_paid=True, hd_status=AttemptStatus.RUNNING, hd_tries=1, hd_lease_expires_at=past
-    )
+    hd_dead_worker = HDAttemptFactory.create(status=AttemptStatus.RUNNING, tries=1, lease_expires_at=past)
     never_sent = AnimationAttemptFactory.create()
     healthy = RestoreAttemptFactory.create(
         status=AttemptStatus.RUNNING, tries=1, lease_expires_at=timezone.now() + timedelta(minutes=1)
@@ -49,13 +35,15 @@ def test_it_handles_one_stuck_attempt_per_call() -> None:
     assert statuses[dead_worker.pk] == AttemptStatus.QUEUED
     assert statuses[out_of_tries.pk] == AttemptStatus.FAILED
     assert statuses[healthy.pk] == AttemptStatus.RUNNING
-    assert AnimationAttempt.objects.get(pk=hd_dead_worker.pk).hd_status == AttemptStatus.QUEUED
-    assert sent("restoration") == [str(dead_worker.pk)]
-    assert sorted(sent("animation")) == sorted([str(hd_dead_worker.pk), str(never_sent.pk)])
+    assert HDAttempt.objects.get(pk=hd_dead_worker.pk).status == AttemptStatus.QUEUED
+    assert queued.ids("restoration") == [str(dead_worker.pk)]
+    assert queued.calls("animation") == sorted(
+        [("generate_hd_result", str(hd_dead_worker.pk)), ("process_animation", str(never_sent.pk))]
+    )
     assert command.summary() == "requeued 2, resent 1, failed 1 attempt(s)"
 
 
-def test_it_runs_as_a_command_with_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
+def test_it_runs_as_a_command_with_a_summary(queued: Any, capsys: pytest.CaptureFixture[str]) -> None:
     RestoreAttemptFactory.create(last_enqueued_at=None)
 
     call_command("requeue_stuck_attempts")

@@ -214,7 +214,7 @@ class RunPodEngine:
         try:
             graph = workflow.build(request.params, names, filename_prefix=f"rekindle/{stem}")
         except WorkflowParameterError as exc:
-            raise PermanentEngineError("invalid_parameters", str(exc.detail), {"fields": exc.fields}) from exc
+            raise PermanentEngineError("invalid_parameters", exc.message, {"fields": exc.fields}) from exc
         except ValueError as exc:
             raise PermanentEngineError("missing_input", str(exc)) from exc
         return {"input": {"workflow": graph, "images": images}}

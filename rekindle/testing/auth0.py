@@ -5,8 +5,8 @@ does (RS256, ``kid`` in the header, ``iss``/``aud``/``sub``/``exp``); keyword
 arguments override or drop claims and header fields to make broken ones.
 
 The ``auth0_tenant`` fixture points the settings at the tenant and starts each
-test with an empty key cache. Import it into a conftest or test module:
-``from rekindle.testing.auth0 import auth0_tenant  # noqa: F401``.
+test with an empty key cache; the root conftest registers this module as a plugin,
+so every test can ask for it.
 """
 
 from __future__ import annotations

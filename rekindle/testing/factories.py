@@ -9,7 +9,9 @@ records its size and hash, for tests that process the original.
 
 Attempt factories have traits for the states a pipeline leaves behind, e.g.
 ``RestoreAttemptFactory(succeeded=True)`` (result key set, timings filled) and
-``AnimationAttemptFactory(succeeded=True, hd_ready=True)``.
+``AnimationAttemptFactory(succeeded=True, hd_ready=True)`` (paid, with a succeeded
+``HDAttempt``); ``HDAttemptFactory(animation=..., failed=True)`` makes an HD run in
+any other state.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from factory.declarations import (
     LazyAttribute,
     LazyFunction,
     PostGeneration,
+    RelatedFactory,
     SelfAttribute,
     Sequence,
     SubFactory,
@@ -34,7 +37,7 @@ from factory.declarations import (
 from factory.django import DjangoModelFactory, Password
 from PIL import Image
 
-from animation.models import AnimationAttempt
+from animation.models import AnimationAttempt, HDAttempt
 from jobs.access import hash_token
 from jobs.models import AttemptStatus, Job
 from rekindle import storage
@@ -45,6 +48,12 @@ def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = 
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, "JPEG", quality=90)
     return buffer.getvalue()
+
+
+def timestamp_id() -> str:
+    """A fresh ``{timestamp_id}`` of the storage key layout, for outputs a test makes up."""
+    moment = timezone.now()
+    return f"{moment:%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:4]}"
 
 
 def token_of(job: Job) -> str:
@@ -137,7 +146,7 @@ class RestoreAttemptFactory(DjangoModelFactory[RestoreAttempt]):
             node="local",
             started_at=LazyFunction(lambda: timezone.now() - timedelta(seconds=30)),
             finished_at=LazyFunction(timezone.now),
-            result_key=LazyAttribute(lambda o: storage.restored_key(o.job.id)),
+            result_key=LazyAttribute(lambda o: storage.restored_key(o.job.id, timestamp_id())),
         )
         failed = Trait(
             status=AttemptStatus.FAILED,
@@ -156,6 +165,8 @@ class AnimationAttemptFactory(DjangoModelFactory[AnimationAttempt]):
 
     class Meta:
         model = AnimationAttempt
+        # hd_ready's HD attempt points at the animation; the animation itself has nothing to save again.
+        skip_postgeneration_save = True
 
     job = SubFactory(JobFactory)
     restore = SubFactory(RestoreAttemptFactory, job=SelfAttribute("..job"), succeeded=True)
@@ -164,7 +175,7 @@ class AnimationAttemptFactory(DjangoModelFactory[AnimationAttempt]):
     status = AttemptStatus.QUEUED
 
     class Params:
-        ts = LazyFunction(storage.timestamp_id)
+        ts = LazyFunction(timestamp_id)
         succeeded = Trait(
             status=AttemptStatus.SUCCEEDED,
             progress=100,
@@ -177,7 +188,45 @@ class AnimationAttemptFactory(DjangoModelFactory[AnimationAttempt]):
         )
         hd_ready = Trait(
             hd_paid=True,
-            hd_status=AttemptStatus.SUCCEEDED,
-            hd_progress=100,
-            hd_result_key=LazyAttribute(lambda o: storage.animation_result_key(o.job.id, o.ts)),
+            hd=RelatedFactory(
+                "rekindle.testing.factories.HDAttemptFactory",
+                factory_related_name="animation",
+                succeeded=True,
+            ),
+        )
+
+
+class HDAttemptFactory(DjangoModelFactory[HDAttempt]):
+    """An animation's HD run; give it ``animation=`` (by default a new succeeded, paid preview)."""
+
+    if TYPE_CHECKING:
+        # Calling a factory builds and saves an HDAttempt; this tells the type checker so.
+        def __new__(cls, *args: Any, **kwargs: Any) -> HDAttempt: ...  # type: ignore[misc]
+
+    class Meta:
+        model = HDAttempt
+
+    animation = SubFactory(AnimationAttemptFactory, succeeded=True, hd_paid=True)
+    job = SelfAttribute("animation.job")
+    workflow = "animate_hd"
+    parameters = LazyFunction(dict)
+    status = AttemptStatus.QUEUED
+
+    class Params:
+        succeeded = Trait(
+            status=AttemptStatus.SUCCEEDED,
+            progress=100,
+            engine="local",
+            node="local",
+            started_at=LazyFunction(lambda: timezone.now() - timedelta(seconds=120)),
+            finished_at=LazyFunction(timezone.now),
+            result_key=LazyAttribute(lambda o: storage.animation_result_key(o.animation.job_id, timestamp_id())),
+        )
+        failed = Trait(
+            status=AttemptStatus.FAILED,
+            engine="local",
+            started_at=LazyFunction(lambda: timezone.now() - timedelta(seconds=5)),
+            finished_at=LazyFunction(timezone.now),
+            error_type="engine_error",
+            error_message="The engine could not process the HD video.",
         )

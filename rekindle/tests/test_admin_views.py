@@ -11,7 +11,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from animation.models import AnimationAttempt
+from animation.models import AnimationAttempt, HDAttempt
 from jobs.models import Job
 from rekindle.dashboard import dashboard_stats
 from rekindle.engines.comfyui import pool as pool_module
@@ -61,15 +61,10 @@ def test_it_counts_runs_per_day_by_status_with_the_failure_rate() -> None:
     _restore(job, status="succeeded", queued=NOW - timedelta(days=20), seconds=2)  # outside the window
     restore = RestoreAttempt.objects.filter(status="succeeded").first()
     assert restore is not None
-    AnimationAttempt.objects.create(
-        job=job,
-        restore=restore,
-        workflow="animate_preview_cpu",
-        status="succeeded",
-        queued_at=today,
-        hd_status="failed",
-        hd_queued_at=today,
+    animation = AnimationAttempt.objects.create(
+        job=job, restore=restore, workflow="animate_preview_cpu", status="succeeded", queued_at=today
     )
+    HDAttempt.objects.create(job=job, animation=animation, workflow="animate_hd_cpu", status="failed", queued_at=today)
 
     stats = dashboard_stats(days=14, now=NOW)
 

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from pytest_django.fixtures import Settings
 
-from rekindle.api_errors import ApiError
+from rekindle.api_errors import status_of
+from rekindle.errors import ServiceError
 from rekindle.images import (
     FileTooLarge,
     ImageTooLarge,
@@ -183,10 +184,10 @@ def test_it_accepts_each_supported_format_by_its_content(fmt: str, stored_format
     ],
     ids=["empty", "text", "pdf", "gif", "webp-anim", "apng", "still-gif", "truncated", "bomb", "over-limit"],
 )
-def test_it_refuses_bad_images(data: bytes, error: type[ApiError], code: str) -> None:
+def test_it_refuses_bad_images(data: bytes, error: type[ServiceError], code: str) -> None:
     with pytest.raises(error) as raised:
         normalize_image(io.BytesIO(data))
-    assert raised.value.error_code == code
+    assert raised.value.code == code
 
 
 def test_it_takes_the_pixel_limit_from_settings(settings: Settings) -> None:
@@ -211,8 +212,8 @@ def test_it_counts_streamed_bytes_and_refuses_past_the_limit() -> None:
     assert handler.receive_data_chunk(b"67890", 5) == b"67890"
     with pytest.raises(FileTooLarge) as raised:
         handler.receive_data_chunk(b"!", 10)
-    assert raised.value.status_code == 413
-    assert raised.value.error_code == "file_too_large"
+    assert status_of(raised.value) == 413
+    assert raised.value.code == "file_too_large"
 
 
 def test_it_refuses_from_content_length_before_reading_the_body() -> None:

@@ -15,11 +15,11 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from animation.models import AnimationAttempt
+from animation.models import AnimationAttempt, HDAttempt
 from animation.services import hd_result_generate
 from jobs.attempts import attempt_timestamp_id
+from jobs.management.commands.requeue_stuck_attempts import Command as RequeueStuckAttempts
 from jobs.models import AttemptStatus, Job
-from rekindle.management.commands.requeue_stuck_attempts import Command as RequeueStuckAttempts
 from rekindle.testing.factories import JobFactory
 from rekindle.testing.pipeline import BrokerSwap, RedisServer, WorkerProcess, make_redis_broker, wait_for
 from restoration.models import RestoreAttempt
@@ -82,7 +82,7 @@ def test_it_restores_animates_makes_hd_and_deletes_through_the_real_parts(
 
     assert hd_result_generate(animation=animation)
     wait_for(
-        lambda: AnimationAttempt.objects.filter(pk=animation.pk, hd_status=AttemptStatus.SUCCEEDED).exists(),
+        lambda: HDAttempt.objects.filter(animation=animation, status=AttemptStatus.SUCCEEDED).exists(),
         what="the HD result",
     )
     assert s3_bucket.keys(f"animated/{job_id}/") == [

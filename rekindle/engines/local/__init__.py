@@ -159,7 +159,7 @@ def _params(workflow: Workflow, params: Any) -> dict[str, Any]:
     try:
         return workflow.validate(params)
     except WorkflowParameterError as exc:
-        raise PermanentEngineError("invalid_parameters", str(exc.detail), {"fields": exc.fields}) from exc
+        raise PermanentEngineError("invalid_parameters", exc.message, {"fields": exc.fields}) from exc
 
 
 def _input_image(request: RunRequest) -> bytes:

@@ -25,9 +25,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
-from rekindle.api_errors import ApiError
 from rekindle.engines import get_engine
 from rekindle.engines.base import EngineError, EngineResult, InputImage, RunRequest
+from rekindle.errors import ServiceError
 from rekindle.images import normalize_image
 from rekindle.workflows import Workflow, WorkflowParameterError, workflow_for_kind
 
@@ -90,8 +90,8 @@ class Command(BaseCommand):
         with path.open("rb") as handle:
             try:
                 normalized = normalize_image(handle)
-            except ApiError as exc:
-                raise CommandError(f"{path}: {exc.detail}") from None
+            except ServiceError as exc:
+                raise CommandError(f"{path}: {exc.message}") from None
         try:
             original = normalized.file.read()
         finally:
@@ -132,7 +132,7 @@ class Command(BaseCommand):
         try:
             validated = workflow.validate(params)
         except WorkflowParameterError as exc:
-            raise CommandError(f"{workflow.name}: {exc.detail} {exc.fields}") from None
+            raise CommandError(f"{workflow.name}: {exc.message} {exc.fields}") from None
         request = RunRequest(
             workflow=workflow.name,
             run_id=f"cli-{uuid.uuid4().hex[:12]}",

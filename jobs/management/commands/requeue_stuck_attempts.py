@@ -5,17 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, ClassVar
 
-from animation.models import AnimationAttempt
-from jobs.attempts import HD, MAIN, Stage, attempt_handle_one_stuck
-from jobs.models import Attempt
+from jobs.attempts import attempt_handle_one_stuck
+from jobs.kinds import attempt_kinds
 from rekindle.cron import CronCommand
-from restoration.models import RestoreAttempt
-
-KINDS: tuple[tuple[type[Attempt], Stage], ...] = (
-    (RestoreAttempt, MAIN),
-    (AnimationAttempt, MAIN),
-    (AnimationAttempt, HD),
-)
 
 
 class Command(CronCommand):
@@ -32,8 +24,8 @@ class Command(CronCommand):
 
     def handle_one(self) -> bool:
         """Deal with one stuck attempt of any kind; False when none is left."""
-        for model, stage in KINDS:
-            outcome = attempt_handle_one_stuck(model, stage=stage)
+        for kind in attempt_kinds():
+            outcome = attempt_handle_one_stuck(kind.model)
             if outcome is not None:
                 self.actions[outcome.action] += 1
                 return True

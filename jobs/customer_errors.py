@@ -1,0 +1,107 @@
+"""What the person behind a job is told when one of its attempts goes wrong, in the API and in emails.
+
+An attempt records its error for staff as it happened: the engine's code (``error_type``),
+its text (which names nodes, prompt ids, exceptions) and details. None of that is for
+customers. They get one of a few stable public codes, with a sentence written for a
+person that says what it means for them and what to do. Staff keep the whole story in
+the admin and the logs.
+
+======================  ===============================================================
+public code             when
+======================  ===============================================================
+``retrying``            the attempt hit a passing problem and is queued to run again
+``service_unavailable`` it failed on a problem on our side that a later try may not have
+``timed_out``           it took longer than it may and was stopped
+``input_unreadable``    the photo (or the restore it starts from) could not be read
+``canceled``            it was canceled (by staff, or because the job changed)
+``processing_failed``   anything else: the engine could not make a result of it
+======================  ===============================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from jobs.kinds import kind_of
+from jobs.models import Attempt, AttemptStatus
+
+RETRYING = "retrying"
+SERVICE_UNAVAILABLE = "service_unavailable"
+TIMED_OUT = "timed_out"
+INPUT_UNREADABLE = "input_unreadable"
+CANCELED = "canceled"
+PROCESSING_FAILED = "processing_failed"
+
+PUBLIC_CODES = (RETRYING, SERVICE_UNAVAILABLE, TIMED_OUT, INPUT_UNREADABLE, CANCELED, PROCESSING_FAILED)
+
+# The engines' and the runner's own codes, by what they mean for the person. A code not
+# listed (a new one, or a bug's ``internal_error``) is a ``processing_failed``.
+_PUBLIC_CODE_OF = {
+    **dict.fromkeys(
+        (
+            "node_unavailable",
+            "nodes_unavailable",
+            "nodes_busy",
+            "node_busy",
+            "prompt_lost",
+            "out_of_memory",
+            "output_unreachable",
+            "storage_unavailable",
+            "storage_error",
+            "connection_error",
+            "worker_stopped",
+            "worker_lost",
+            "runpod_unreachable",
+            "runpod_unavailable",
+            "runpod_bad_answer",
+            "runpod_job_lost",
+            "runpod_auth",
+            "runpod_rejected",
+            "preflight_failed",
+            "unknown_workflow",
+        ),
+        SERVICE_UNAVAILABLE,
+    ),
+    **dict.fromkeys(("timeout", "time_limit", "runpod_timed_out"), TIMED_OUT),
+    **dict.fromkeys(
+        ("invalid_image", "input_missing", "missing_input", "invalid_input", "restore_missing"), INPUT_UNREADABLE
+    ),
+    **dict.fromkeys(("canceled", "interrupted"), CANCELED),
+}
+
+_MESSAGES = {
+    RETRYING: "We ran into a problem and will try to {action} again in a moment.",
+    SERVICE_UNAVAILABLE: "We could not {action} because our service is having trouble. Please try again later.",
+    TIMED_OUT: "We could not {action}: it took longer than it should. Please try again.",
+    INPUT_UNREADABLE: "We could not {action} because we could not read the photo it starts from.",
+    CANCELED: "This was canceled before it finished.",
+    PROCESSING_FAILED: "We could not {action}. Please try again.",
+}
+
+
+@dataclass(frozen=True)
+class CustomerError:
+    code: str
+    message: str
+
+
+def public_code(error_type: str) -> str:
+    """The public code of an engine's or the runner's error code."""
+    return _PUBLIC_CODE_OF.get(error_type, PROCESSING_FAILED)
+
+
+def customer_error(attempt: Attempt) -> CustomerError | None:
+    """What to tell the person about the attempt's error; None when there is nothing to tell.
+
+    A queued attempt that carries an error is waiting to be tried again; a running or
+    succeeded one shows none (what is left of an earlier try is for staff).
+    """
+    if not attempt.error_type and not attempt.error_message:
+        return None
+    if attempt.status == AttemptStatus.QUEUED:
+        code = RETRYING
+    elif attempt.status in (AttemptStatus.FAILED, AttemptStatus.CANCELED):
+        code = CANCELED if attempt.status == AttemptStatus.CANCELED else public_code(attempt.error_type)
+    else:
+        return None
+    return CustomerError(code=code, message=_MESSAGES[code].format(action=kind_of(attempt).action))

@@ -1,1 +1,0 @@
-from rekindle.testing.auth0 import auth0_tenant  # noqa: F401
