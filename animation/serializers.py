@@ -37,7 +37,7 @@ def _datetime(value: datetime | None) -> str | None:
 
 
 class AnimationAttemptSerializer(AttemptSerializer):
-    """An animation preview, with its HD result's state flattened into ``hd_*`` fields."""
+    """An animation preview, with the state of its HD result in the `hd_` fields."""
 
     restore_id = serializers.UUIDField(read_only=True)
     preview_url = serializers.SerializerMethodField()

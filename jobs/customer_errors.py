@@ -34,8 +34,8 @@ PROCESSING_FAILED = "processing_failed"
 
 PUBLIC_CODES = (RETRYING, SERVICE_UNAVAILABLE, TIMED_OUT, INPUT_UNREADABLE, CANCELED, PROCESSING_FAILED)
 
-# The engines' and the runner's own codes, by what they mean for the person. A code not
-# listed (a new one, or a bug's ``internal_error``) is a ``processing_failed``.
+# The engines' and the runner's own codes, by what they mean for the person. Every code the
+# code base records is listed (a test checks); one that is not still reads as ``processing_failed``.
 _PUBLIC_CODE_OF = {
     **dict.fromkeys(
         (
@@ -67,6 +67,21 @@ _PUBLIC_CODE_OF = {
         ("invalid_image", "input_missing", "missing_input", "invalid_input", "restore_missing"), INPUT_UNREADABLE
     ),
     **dict.fromkeys(("canceled", "interrupted"), CANCELED),
+    **dict.fromkeys(
+        (
+            "processing_failed",
+            "execution_failed",
+            "prompt_rejected",
+            "no_output",
+            "bad_output",
+            "invalid_output",
+            "output_missing",
+            "invalid_parameters",
+            "runpod_failed",
+            "internal_error",
+        ),
+        PROCESSING_FAILED,
+    ),
 }
 
 _MESSAGES = {

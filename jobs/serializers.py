@@ -67,8 +67,9 @@ class JobClaimInputSerializer(serializers.Serializer[dict[str, str]]):
 # --- Output ------------------------------------------------------------------
 
 
+# What went wrong with an attempt, in the customer's words (jobs.customer_errors).
 class AttemptErrorSerializer(serializers.Serializer[Any]):
-    """What went wrong with an attempt, in the customer's words (``jobs.customer_errors``)."""
+    """What went wrong, for the person: a stable code and a sentence to show them."""
 
     code = serializers.ChoiceField(
         choices=PUBLIC_CODES,
@@ -80,13 +81,10 @@ class AttemptErrorSerializer(serializers.Serializer[Any]):
     message = serializers.CharField(help_text="For people; may change.")
 
 
+# The fields every kind of attempt shows; each app's serializer adds its outputs. Only what the
+# person needs: the node that ran it, its prompt id and the engine's own error text are for staff
+# (the admin and the logs).
 class AttemptSerializer(serializers.ModelSerializer[Any]):
-    """The fields every kind of attempt shows; each app's serializer adds its outputs.
-
-    Only what the person needs: the node that ran it, its prompt id and the engine's
-    own error text are for staff (the admin and the logs).
-    """
-
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     engine_label = serializers.CharField(
         read_only=True, help_text="The engine as people should see it; the local engine is for development only."

@@ -296,7 +296,10 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     # Restore, animation and HD runs share one status set: one schema enum, not one per field.
-    "ENUM_NAME_OVERRIDES": {"AttemptStatusEnum": "jobs.models.AttemptStatus"},
+    "ENUM_NAME_OVERRIDES": {
+        "AttemptStatusEnum": "jobs.models.AttemptStatus",
+        "AttemptErrorCodeEnum": "jobs.customer_errors.PUBLIC_CODES",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "rekindle.openapi.add_common_error_responses",

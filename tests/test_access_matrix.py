@@ -29,7 +29,7 @@ from rest_framework.test import APIClient
 from jobs.access import TOKEN_HEADER
 from jobs.models import Job
 from rekindle.auth.services import auth0_user_get_or_create
-from rekindle.testing.auth0 import Auth0Tenant, bearer
+from rekindle.testing.auth0 import Auth0Tenant
 from rekindle.testing.factories import JobFactory, RestoreAttemptFactory, token_of
 
 API_PREFIX = "api/v1/"
@@ -229,3 +229,18 @@ def test_it_answers_each_caller_as_the_matrix_says(world: World, method: str, ro
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
     if expected in spec.check:
         spec.check[expected](world, actor, body)
+    if 200 <= expected < 300:
+        assert _staff_fields(body) == [], "which node ran an attempt, and its prompt, are for staff"
+
+
+STAFF_FIELDS = {"node", "prompt_id", "error_details", "error_type", "error_message", "token_hash"}
+
+
+def _staff_fields(body: Any, path: str = "") -> list[str]:
+    """The paths of fields only staff may see, anywhere in an answer."""
+    if isinstance(body, dict):
+        found = [f"{path}.{key}" for key in body if key in STAFF_FIELDS]
+        return found + [hit for key, value in body.items() for hit in _staff_fields(value, f"{path}.{key}")]
+    if isinstance(body, list):
+        return [hit for index, item in enumerate(body) for hit in _staff_fields(item, f"{path}[{index}]")]
+    return []

@@ -54,6 +54,8 @@ def backward(apps, schema_editor):
     for hd in HDAttempt.objects.iterator(chunk_size=500):
         values = {f"hd_{name}": getattr(hd, name) for name in RUN_FIELDS}
         AnimationAttempt.objects.filter(pk=hd.animation_id).update(hd_queued_at=hd.queued_at, **values)
+    # The hd_ columns hold the runs again; a later forward step makes the rows anew.
+    HDAttempt.objects.all().delete()
 
 
 class Migration(migrations.Migration):

@@ -1,6 +1,6 @@
 """End-to-end pipeline support: a real Redis broker in the test process and real worker processes.
 
-Fixtures (registered by ``tests/e2e/conftest.py``; the benchmark uses the classes directly):
+Fixtures (registered by the root ``conftest.py``; the benchmark uses the classes directly):
 
 - ``redis_broker``: the test process sends to a ``WakingRedisBroker`` (the settings' broker)
   under a namespace of its own (``rekindle-test-<hex>``) on the machine's Redis, with every
