@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.core import mail
+from django.core.mail import EmailMultiAlternatives
 from rest_framework.test import APIClient
 
 from jobs.customer_errors import _PUBLIC_CODE_OF, PUBLIC_CODES, CustomerError, customer_error
@@ -131,7 +132,8 @@ def test_it_writes_no_node_or_engine_text_into_any_ready_email(status: str) -> N
 
     assert len(mail.outbox) == len(ERROR_CODES) * len(attempt_kinds())
     for message in mail.outbox:
-        html = message.alternatives[0][0]  # type: ignore[attr-defined]
+        assert isinstance(message, EmailMultiAlternatives)
+        html = message.alternatives[0][0]
         for part in (message.subject, message.body, html):
             _assert_staff_words_absent(str(part), f"the email {message.subject!r}")
 
