@@ -47,6 +47,11 @@ def jpeg_bytes(width: int = 64, height: int = 48, color: tuple[int, int, int] = 
     return buffer.getvalue()
 
 
+def timestamp_id() -> str:
+    """A ``{timestamp_id}`` for the keys of a factory row, shaped as an attempt's (UTC to the microsecond, 4 hex)."""
+    return f"{timezone.now():%Y%m%dT%H%M%S%f}Z-{uuid.uuid4().hex[:4]}"
+
+
 def token_of(job: Job) -> str:
     """The access token a ``JobFactory`` job was made with."""
     token: str = getattr(job, "token")  # noqa: B009  (set by JobFactory, unknown to the model's type)
@@ -137,7 +142,7 @@ class RestoreAttemptFactory(DjangoModelFactory[RestoreAttempt]):
             node="local",
             started_at=LazyFunction(lambda: timezone.now() - timedelta(seconds=30)),
             finished_at=LazyFunction(timezone.now),
-            result_key=LazyAttribute(lambda o: storage.restored_key(o.job.id)),
+            result_key=LazyAttribute(lambda o: storage.restored_key(o.job.id, timestamp_id())),
         )
         failed = Trait(
             status=AttemptStatus.FAILED,
@@ -164,7 +169,7 @@ class AnimationAttemptFactory(DjangoModelFactory[AnimationAttempt]):
     status = AttemptStatus.QUEUED
 
     class Params:
-        ts = LazyFunction(storage.timestamp_id)
+        ts = LazyFunction(timestamp_id)
         succeeded = Trait(
             status=AttemptStatus.SUCCEEDED,
             progress=100,
