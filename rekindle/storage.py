@@ -152,10 +152,11 @@ def put(key: str, content: bytes | IO[bytes], *, content_type: str | None = None
 def _s3_single_put(store: Storage, key: str, content: bytes, content_type: str | None) -> bool:
     """Store small ``content`` with one PutObject on S3; False (nothing done) where ``Storage.save`` must.
 
-    ``S3Storage.save`` goes through s3transfer, which starts a pool of upload threads for
-    every object and wraps the body for chunked reads; for a result of a few hundred
-    kilobytes that costs more than the PUT itself. Objects at or above the multipart
-    threshold (``transfer_config``) and gzip-compressed storage keep that path.
+    ``S3Storage.save`` goes through a boto3 resource and s3transfer, which starts a pool
+    of upload threads for every object; even without threads (``TransferConfig(use_threads=False)``)
+    that is about 3 ms more than this PUT for a result of a few hundred kilobytes
+    (bench/README.md). Objects at or above the multipart threshold (``transfer_config``)
+    and gzip-compressing storage keep that path, with its threaded multipart uploads.
 
     The object gets the metadata ``S3Storage.save`` would give it, from the storage's
     public settings: ``get_object_parameters`` (``AWS_S3_OBJECT_PARAMETERS``, or a
