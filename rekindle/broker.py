@@ -14,25 +14,39 @@ Queues, messages, acks and the Lua scripts are Dramatiq's own, unchanged: the tw
 read and write the same queues, and either side may be the plain one. Each consumer (one
 per queue and delay queue, per worker process) holds one more Redis connection, for its
 subscription.
+
+Only Dramatiq's public extension points are used, so nothing here reaches into its
+internals:
+
+- the notice is sent from the ``after_enqueue`` hook of a :class:`dramatiq.Middleware`
+  (:class:`WakeupNotices`, which :class:`WakingRedisBroker` installs on itself), and
+  ``RedisBroker.client`` and ``RedisBroker.namespace`` name the connection and channel;
+- the consumer is a :class:`dramatiq.Consumer` wrapped around the one
+  ``RedisBroker.consume`` returns, asked for an idle timeout of 1 ms (the ``timeout``
+  argument the worker passes, documented as the consumer's idle wait), so the inner
+  consumer's own sleep after an empty fetch is negligible and the wait is ours. Acks,
+  nacks, requeues and fetches are the inner consumer's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import random
 from typing import Any
 
+import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
-from dramatiq.common import compute_backoff
+from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import ConnectionClosed
-from dramatiq.message import Message
 
 logger = logging.getLogger(__name__)
 
-# Dramatiq's consumer sleeps after an empty fetch for up to its timeout; ours waits on the
-# wake-up channel instead, so Dramatiq's own sleep is capped at this (milliseconds).
-_INNER_SLEEP_MS = 1
+# The idle timeout asked of Dramatiq's own consumer (milliseconds): its sleep after an
+# empty fetch is capped at this, and ours (the wait for a notice) takes its place.
+_INNER_TIMEOUT_MS = 1
+# The first wait after an empty fetch; each further empty fetch doubles it, up to the ceiling.
+_FIRST_WAIT_MS = 5
 
 
 def wakeup_channel(namespace: str, queue_name: str) -> str:
@@ -40,31 +54,77 @@ def wakeup_channel(namespace: str, queue_name: str) -> str:
     return f"{namespace}:{queue_name}.wakeup"
 
 
+def idle_wait_ms(misses: int, ceiling_ms: int) -> int:
+    """How long a consumer waits for a notice after ``misses`` empty fetches in a row (with jitter).
+
+    Doubles from 5 ms and stays at 50-100% of ``ceiling_ms`` once it gets there, so a
+    consumer that missed a notice finds its message soon after a busy spell and idle
+    consumers do not fetch in step.
+    """
+    wait = _FIRST_WAIT_MS * 2 ** min(misses, 32)
+    wait = int(wait * random.uniform(1, 2))  # noqa: S311  (jitter, not secrecy)
+    if wait > ceiling_ms:
+        wait = int(ceiling_ms * random.uniform(0.5, 1))  # noqa: S311
+    return wait
+
+
+class WakeupNotices(dramatiq.Middleware):
+    """Publishes a notice on the queue's wake-up channel after each message a Redis broker enqueues."""
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: int | None) -> None:
+        if not isinstance(broker, RedisBroker):
+            return
+        # A delayed message is already on the delay queue here, and its queue_name says so.
+        try:
+            broker.client.publish(wakeup_channel(broker.namespace, message.queue_name), b"1")
+        except redis.RedisError:
+            # The message is in its queue; an idle consumer finds it at its next poll.
+            logger.debug("Could not publish the wake-up for %s", message.queue_name, exc_info=True)
+
+
 class WakingRedisBroker(RedisBroker):
     """``RedisBroker`` whose consumers wake on a published notice instead of polling on a timer."""
 
-    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
-        enqueued = super().enqueue(message, delay=delay)
-        try:
-            self.client.publish(wakeup_channel(self.namespace, enqueued.queue_name), b"1")
-        except redis.RedisError:
-            # The message is in its queue; an idle consumer finds it at its next poll.
-            logger.debug("Could not publish the wake-up for %s", enqueued.queue_name, exc_info=True)
-        return enqueued
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)  # type: ignore[no-untyped-call]
+        if not any(isinstance(m, WakeupNotices) for m in self.middleware):
+            self.add_middleware(WakeupNotices())
 
-    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> _WakingConsumer:
-        return _WakingConsumer(self, queue_name, prefetch, timeout)
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> WakingConsumer:
+        inner = super().consume(queue_name, prefetch, _INNER_TIMEOUT_MS)
+        return WakingConsumer(self, inner, queue_name, timeout)
 
 
-class _WakingConsumer(_RedisConsumer):
-    """Dramatiq's consumer; between empty fetches it waits for a wake-up (or the idle ceiling)."""
+class WakingConsumer(dramatiq.Consumer):
+    """Dramatiq's Redis consumer; between empty fetches it waits for a wake-up (or the idle ceiling)."""
 
-    def __init__(self, broker: WakingRedisBroker, queue_name: str, prefetch: int, timeout: int) -> None:
-        super().__init__(broker, queue_name, prefetch, _INNER_SLEEP_MS)  # type: ignore[no-untyped-call]
-        self.idle_ceiling_ms = timeout
+    def __init__(self, broker: RedisBroker, inner: dramatiq.Consumer, queue_name: str, idle_ceiling_ms: int) -> None:
+        self.broker = broker
+        self.inner = inner
+        self.queue_name = queue_name
+        self.idle_ceiling_ms = idle_ceiling_ms
         self.idle_misses = 0
         self.channel = wakeup_channel(broker.namespace, queue_name)
         self.wakeups: Any = None
+
+    def ack(self, message: dramatiq.MessageProxy) -> None:
+        self.inner.ack(message)
+
+    def nack(self, message: dramatiq.MessageProxy) -> None:
+        self.inner.nack(message)
+
+    def requeue(self, messages: Any) -> None:
+        self.inner.requeue(messages)
+
+    def __next__(self) -> dramatiq.MessageProxy | None:
+        message = next(self.inner)
+        if message is not None:
+            self.idle_misses = 0
+            return message
+        wait_ms = idle_wait_ms(self.idle_misses, self.idle_ceiling_ms)
+        self.idle_misses += 1
+        self._wait_for_wakeup(wait_ms / 1000)
+        return None
 
     def _wait_for_wakeup(self, seconds: float) -> None:
         try:
@@ -78,15 +138,6 @@ class _WakingConsumer(_RedisConsumer):
             self._close_wakeups()
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
 
-    def __next__(self) -> Any:
-        message = super().__next__()  # type: ignore[no-untyped-call]
-        if message is not None:
-            self.idle_misses = 0
-            return message
-        self.idle_misses, backoff_ms = compute_backoff(self.idle_misses, max_backoff=self.idle_ceiling_ms)
-        self._wait_for_wakeup(backoff_ms / 1000)
-        return None
-
     def _close_wakeups(self) -> None:
         if self.wakeups is not None:
             with contextlib.suppress(redis.RedisError):
@@ -95,4 +146,4 @@ class _WakingConsumer(_RedisConsumer):
 
     def close(self) -> None:
         self._close_wakeups()
-        super().close()
+        self.inner.close()

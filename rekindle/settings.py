@@ -126,6 +126,7 @@ AWS_SECRET_ACCESS_KEY = env_str("AWS_SECRET_ACCESS_KEY") or None
 AWS_S3_ADDRESSING_STYLE = env_choice("AWS_S3_ADDRESSING_STYLE", "auto", ("auto", "path", "virtual"))
 AWS_S3_SIGNATURE_VERSION = "s3v4"
 AWS_DEFAULT_ACL = None
+# rekindle.storage.put writes at exact keys: S3Storage replaces the object (as FileSystemStorage does below).
 AWS_S3_FILE_OVERWRITE = True
 AWS_QUERYSTRING_AUTH = True
 # Presigned URLs in API responses live this long (seconds).
@@ -143,7 +144,8 @@ if AWS_STORAGE_BUCKET_NAME:
         "OPTIONS": {"addressing_style": None if AWS_S3_ADDRESSING_STYLE == "auto" else AWS_S3_ADDRESSING_STYLE},
     }
 else:
-    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+    # Job files are written at exact keys: replace what is there instead of picking a new name.
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"allow_overwrite": True}}
 STORAGES = {
     "default": _default_storage,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -21,7 +21,7 @@ from jobs.management.commands import prune_orphan_files
 from jobs.management.commands.prune_orphan_files import Command
 from rekindle import storage
 from rekindle.cron import advisory_lock
-from rekindle.testing.factories import AnimationAttemptFactory, JobFactory, RestoreAttemptFactory
+from rekindle.testing.factories import AnimationAttemptFactory, JobFactory, RestoreAttemptFactory, timestamp_id
 from rekindle.testing.s3 import S3Bucket
 
 
@@ -58,8 +58,12 @@ def test_it_deletes_old_orphans_and_keeps_what_rows_hold_or_is_young(settings: A
     for key in held[1:]:
         storage.put(key, b"held")
     gone_job = "0b7c8a3e-2f5d-4f0e-9a39-6a0f7c1d2e3f"
-    old_orphans = [storage.processed_key(gone_job, "jpg"), storage.restored_key(gone_job), storage.restored_key(job.id)]
-    young_orphan = storage.restored_key(gone_job)
+    old_orphans = [
+        storage.processed_key(gone_job, "jpg"),
+        storage.restored_key(gone_job, timestamp_id()),
+        storage.restored_key(job.id, timestamp_id()),
+    ]
+    young_orphan = storage.restored_key(gone_job, timestamp_id())
     for key in [*old_orphans, young_orphan]:
         storage.put(key, b"orphan")
     for key in [*held, *old_orphans]:

@@ -8,11 +8,12 @@ import pytest
 
 from jobs.tasks import cleanup_job_s3_files
 from rekindle import storage
+from rekindle.testing.factories import timestamp_id
 from rekindle.testing.s3 import S3Bucket
 
 
 def _store_job_files(job_id: uuid.UUID) -> list[str]:
-    ts = storage.timestamp_id()
+    ts = timestamp_id()
     keys = [
         storage.processed_key(job_id, "png"),
         storage.restored_key(job_id, ts),

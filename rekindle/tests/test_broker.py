@@ -10,9 +10,10 @@ from typing import Any
 import dramatiq
 import pytest
 from dramatiq.brokers.redis import RedisBroker
+from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
 
-from rekindle.broker import WakingRedisBroker, wakeup_channel
+from rekindle.broker import WakeupNotices, WakingRedisBroker, idle_wait_ms, wakeup_channel
 from rekindle.testing.pipeline import RedisServer, wait_for
 from rekindle.testing.services import REDIS_URL
 
@@ -42,9 +43,9 @@ def _broker(cls: type[RedisBroker], url: str, namespace: str) -> RedisBroker:
     return broker
 
 
-def _idle_consumer(broker: RedisBroker, ceiling_ms: int) -> Any:
+def _idle_consumer(broker: RedisBroker, ceiling_ms: int, queue_name: str = QUEUE) -> Any:
     """A consumer that has already found its queue empty many times (its backoff at the ceiling)."""
-    consumer: Any = broker.consume(QUEUE, timeout=ceiling_ms)
+    consumer: Any = broker.consume(queue_name, timeout=ceiling_ms)
     consumer.idle_misses = 32
     return consumer
 
@@ -79,6 +80,47 @@ def test_it_wakes_an_idle_consumer_as_soon_as_a_message_is_enqueued(namespace: s
         consumer.close()
         worker_side.close()
         sender.close()
+
+
+def test_it_wakes_the_delay_queues_consumer_for_a_delayed_message(namespace: str) -> None:
+    worker_side = _broker(WakingRedisBroker, REDIS_URL, namespace)
+    sender = _broker(WakingRedisBroker, REDIS_URL, namespace)
+    consumer = _idle_consumer(worker_side, LONG_CEILING_MS, queue_name=dq_name(QUEUE))
+    try:
+        assert next(consumer) is None
+        thread, results = _next_in_thread(consumer)
+        thread.join(timeout=0.5)
+        assert thread.is_alive()
+
+        sender.enqueue(_message("later"), delay=60_000)
+
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the delay queue's consumer slept through the wake-up"
+        assert results == [None]
+        message = next(consumer)
+        assert message is not None
+        assert message.args == ("later",)
+        assert "eta" in message.options  # the worker holds it until then
+        consumer.ack(message)
+    finally:
+        consumer.close()
+        worker_side.close()
+        sender.close()
+
+
+def test_it_installs_its_notice_middleware_once() -> None:
+    broker = WakingRedisBroker(url=REDIS_URL, middleware=[WakeupNotices()])
+    try:
+        assert sum(isinstance(m, WakeupNotices) for m in broker.middleware) == 1
+    finally:
+        broker.close()
+
+
+def test_it_waits_longer_after_each_empty_fetch_up_to_the_ceiling() -> None:
+    assert all(5 <= idle_wait_ms(0, 1000) <= 10 for _ in range(50))
+    assert all(40 <= idle_wait_ms(3, 1000) <= 80 for _ in range(50))
+    assert all(500 <= idle_wait_ms(32, 1000) <= 1000 for _ in range(50))
+    assert all(0 <= idle_wait_ms(32, 1) <= 1 for _ in range(50))
 
 
 def test_it_keeps_a_notice_published_while_the_consumer_was_not_waiting(namespace: str) -> None:
