@@ -13,8 +13,9 @@ RUN apt-get update \
 RUN groupadd --system rekindle && useradd --system --gid rekindle --home /app rekindle
 WORKDIR /app
 
-COPY requirements.txt constraints.txt ./
-RUN pip install -r requirements.txt -c constraints.txt
+# The runtime's own requirements only (no test or lint tools), every package checked against its hash.
+COPY requirements.txt ./
+RUN pip install --require-hashes --no-deps -r requirements.txt
 
 COPY --chown=rekindle:rekindle . .
 RUN DEBUG=true python manage.py collectstatic --noinput \

@@ -2,6 +2,8 @@
 # Both build the virtual environment first; nothing needs installing by hand.
 
 PYTHON ?= python3
+# The pip the virtual environment installs with (pip-tools, which compiles the requirements, follows it).
+PIP_VERSION := 26.3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
@@ -13,13 +15,21 @@ export
 # Development defaults for the embedded mode; .env or the environment override them.
 DEBUG ?= true
 
-.PHONY: setup run worker test lint typecheck pytest bench clean
+.PHONY: setup run worker test lint typecheck pytest bench requirements clean
 
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+# requirements-dev.txt holds every package of requirements.txt too, at the same versions, all with hashes.
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $(STAMP)
+
+# After editing requirements.in or requirements-dev.in: compile both, with hashes, keeping the other pins.
+requirements: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links --output-file requirements.txt requirements.in
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
+		--no-emit-find-links --output-file requirements-dev.txt requirements-dev.in
 
 setup: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
