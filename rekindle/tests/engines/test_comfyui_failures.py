@@ -39,7 +39,7 @@ def test_it_finishes_on_another_node_when_its_node_crashes_mid_run(comfy_pool: P
     assert result.node == second.url
     assert result.first("image").data.startswith(b"\x89PNG")
     assert second.counters()["prompts"] == 1
-    assert not pool.node(first.url).is_up()  # type: ignore[union-attr]
+    assert not pool.scheduler.view(first.url).up
 
 
 def test_it_skips_a_node_that_refuses_connections(comfy_pool: PoolMaker) -> None:
@@ -49,7 +49,7 @@ def test_it_skips_a_node_that_refuses_connections(comfy_pool: PoolMaker) -> None
     result = run(pool)
 
     assert result.node == second.url
-    assert pool.node(first.url).last_error  # type: ignore[union-attr]
+    assert pool.scheduler.view(first.url).last_error
 
 
 def test_it_fails_fast_and_transiently_when_every_node_is_down(comfy_pool: PoolMaker) -> None:
@@ -209,7 +209,7 @@ def test_it_sends_the_run_to_a_node_that_has_the_models(comfy_pool: PoolMaker) -
 
     assert result.node == second.url
     assert first.counters().get("prompts", 0) == 0
-    assert pool.node(first.url).preflight["restore_flux"] == [  # type: ignore[union-attr]
+    assert pool.scheduler.view(first.url).preflight["restore_flux"] == [
         "node 37 (UNETLoader): unet_name 'flux1-dev-kontext_fp8_scaled.safetensors' is not available on this node"
     ]
 
