@@ -146,6 +146,11 @@ class ComfyNodeClient:
         return f"ComfyNodeClient({self.base_url!r})"
 
     @property
+    def _short_timeout(self) -> float:
+        """For calls that only flip a flag on the node (interrupt, delete, free)."""
+        return min(self.http_timeout, 10.0)
+
+    @property
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
@@ -275,10 +280,10 @@ class ComfyNodeClient:
         return int(body.get("number", 0)) if isinstance(body, Mapping) else 0
 
     def interrupt(self, prompt_id: str) -> None:
-        self._request("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=10)
+        self._request("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=self._short_timeout)
 
     def delete_from_queue(self, prompt_ids: list[str]) -> None:
-        self._request("POST", "/queue", json={"delete": prompt_ids}, timeout=10)
+        self._request("POST", "/queue", json={"delete": prompt_ids}, timeout=self._short_timeout)
 
     def stop_prompt(self, prompt_id: str) -> list[NodeError]:
         """Delete a prompt from the queue, then interrupt it; the errors of the calls that failed.
@@ -300,7 +305,7 @@ class ComfyNodeClient:
 
     def free(self) -> None:
         """Ask the node to unload its models and free memory (after an out-of-memory error)."""
-        self._request("POST", "/free", json={"unload_models": True, "free_memory": True}, timeout=10)
+        self._request("POST", "/free", json={"unload_models": True, "free_memory": True}, timeout=self._short_timeout)
 
     # --- websocket -----------------------------------------------------------
     def ws_url(self, client_id: str) -> str:

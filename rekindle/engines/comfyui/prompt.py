@@ -354,7 +354,7 @@ class PromptRun:
                 self._send_stop()
                 last_sent = now
             try:
-                queue = self.client.queue(timeout=PROBE_TIMEOUT_SECONDS)
+                queue = self.client.queue(timeout=min(self.config.http_timeout, PROBE_TIMEOUT_SECONDS))
             except NodeDown as exc:
                 if not exc.answered:
                     result = "unreachable"
