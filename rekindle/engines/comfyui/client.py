@@ -17,8 +17,9 @@ ComfyUI itself answers 503 and 429 on no route; those come from a proxy in front
 a load balancer, a cloud GPU provider's gateway). A 503 that says when to come back
 (``Retry-After``) is an overloaded or starting server; a bare 503 is what load balancers send
 when they have no healthy backend (AWS ALB, HAProxy's "No server is available", Envoy's
-"no healthy upstream"), so it counts as down. HTTP says a 429 or 503 was not processed, so a
-``/prompt`` that got one was not queued.
+"no healthy upstream"), so it counts as down. A 429 or 503 refuses the request rather than
+processing it, so a ``/prompt`` that got one was not queued (the pool still sends one delete
+and interrupt, in case a proxy got that wrong).
 """
 
 from __future__ import annotations

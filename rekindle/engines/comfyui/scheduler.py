@@ -226,7 +226,8 @@ class LocalNodeScheduler:
         if node is None:
             return
         wait = self.config.node_backoff_seconds if retry_after is None else retry_after
-        wait = max(0.0, min(wait, self.config.node_backoff_max_seconds))
+        # At least a poll interval, so "Retry-After: 0" does not turn into a tight loop of refusals.
+        wait = max(self.config.poll_seconds, min(wait, self.config.node_backoff_max_seconds))
         with self._cond:
             node.busy_until = max(node.busy_until, time.monotonic() + wait)
             node.last_error = reason
