@@ -141,23 +141,6 @@ class ParamSpec:
             return None, f"Must be a multiple of {self.multiple_of}."
         return value, None
 
-    def describe(self) -> dict[str, Any]:
-        """The public description of the parameter (for API documentation and the admin)."""
-        described: dict[str, Any] = {"type": self.type, "default": self.default}
-        if self.minimum is not None:
-            described["min"] = self.minimum
-        if self.maximum is not None:
-            described["max"] = self.maximum
-        if self.multiple_of:
-            described["multiple_of"] = self.multiple_of
-        if self.type == "string":
-            described["max_length"] = self.max_length
-        if self.choices:
-            described["choices"] = list(self.choices)
-        if self.ignored:
-            described["ignored"] = self.ignored
-        return described
-
 
 @dataclass(frozen=True)
 class Workflow:
@@ -241,17 +224,6 @@ class Workflow:
         for target in self.filename_prefix_targets:
             put(target, filename_prefix)
         return graph
-
-    def describe(self) -> dict[str, Any]:
-        """The public description of the workflow (name, kind, output and parameters)."""
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "output": self.output_kind,
-            "timeout_seconds": self.timeout_seconds,
-            "description": self.description,
-            "parameters": {name: spec.describe() for name, spec in self.params.items()},
-        }
 
 
 def _number(value: float) -> str:

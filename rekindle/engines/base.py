@@ -84,9 +84,11 @@ class NodeHealth:
 
 
 class EngineError(Exception):
-    """A run that did not produce a result. ``code`` is stable and short; ``message`` is for people."""
+    """A run that did not produce a result. ``code`` is stable and short; ``message`` is for people.
 
-    transient = False
+    Whether a retry can help is the subclass: ``TransientEngineError``, ``PermanentEngineError``
+    or ``EngineCanceled``.
+    """
 
     def __init__(self, code: str, message: str, details: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -97,8 +99,6 @@ class EngineError(Exception):
 
 class TransientEngineError(EngineError):
     """Worth retrying later: a node down, a timeout, out of GPU memory, a lost prompt."""
-
-    transient = True
 
 
 class PermanentEngineError(EngineError):
@@ -128,5 +128,6 @@ class Engine(Protocol):
         ...
 
     def cancel(self, node: str, prompt_id: str) -> None:
-        """Best effort: stop a run another process started (the admin's cancel action)."""
+        """Best effort: stop a run another process started (the admin's cancel action), where the work
+        happens outside the worker. The worker's own ``should_cancel`` stops the run either way."""
         ...

@@ -13,6 +13,14 @@ and restarts any that a previous test killed.
 
 ``comfy_settings`` points the Django settings at stand-in nodes (``REKINDLE_ENGINE=comfyui``)
 with short timeouts, for end-to-end tests through ``get_engine()``.
+
+Each stand-in appends every prompt's life (queued, started, ended) to its record file, which
+outlives a crash of the process; ``overlapping_prompts(nodes)`` reads the records of several
+nodes and names any run whose prompts were queued or running on two of them at once.
+
+    node_a.set_http_fault("GET /history/*", status=500, times=-1)   # while the prompt runs
+    ...
+    assert overlapping_prompts([node_a, node_b]) == []
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +98,7 @@ class StandinNode:
         self.switch_seconds = switch_seconds
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(tempfile.gettempdir()) / f"comfyui-standin-{self.port}.log"
+        self.record_path = Path(tempfile.gettempdir()) / f"comfyui-standin-{self.port}.prompts.jsonl"
 
     def __repr__(self) -> str:
         return f"StandinNode({self.url})"
@@ -105,6 +115,8 @@ class StandinNode:
             str(self.exec_seconds),
             "--switch-seconds",
             str(self.switch_seconds),
+            "--record",
+            str(self.record_path),
             "--parent-pid",
             str(os.getpid()),
         ]
@@ -131,6 +143,9 @@ class StandinNode:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
+            # Whatever it held ended with it; written here, since it cannot write any more.
+            with self.record_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"t": time.time(), "event": "killed"}) + "\n")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -158,12 +173,49 @@ class StandinNode:
     # --- controls ------------------------------------------------------------------
     def set_faults(self, **faults: Any) -> dict[str, Any]:
         """Switch faults on: counted ones (``crash``, ``restart``, ``drop_socket``, ``silent_socket``,
-        ``execution_error``, ``oom``, ``reject``: how many prompts, -1 for all) and settings
-        (``sampler_seconds``, ``switch_seconds``, ``node_delay``, ``missing_classes``, ``missing_models``)."""
+        ``execution_error``, ``oom``, ``reject``: how many prompts, -1 for all), settings
+        (``sampler_seconds``, ``switch_seconds``, ``node_delay``, ``missing_classes``, ``missing_models``),
+        and ``http={"METHOD /path": {"status", "times", "retry_after", "after", "delay", "body"}}``
+        (see ``set_http_fault``). Setting ``http`` replaces every http fault set before."""
         response = requests.post(self.url + "/_standin/faults", data=json.dumps(faults), timeout=5)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body
+
+    def set_http_fault(
+        self,
+        route: str,
+        *,
+        status: int,
+        times: int = 1,
+        retry_after: str | int | None = None,
+        after: bool = False,
+        delay: float = 0.0,
+        body: str = "",
+    ) -> None:
+        """Make ``route`` (``"POST /prompt"``, ``"GET /history/*"``) answer ``status`` for ``times``
+        requests (-1: all); ``after``: the route does its work and only the answer is replaced;
+        ``delay``: seconds before answering. Faults on other routes stay as they were."""
+        current = self.state()["faults"].get("http") or {}
+        current[route] = {
+            "status": status,
+            "times": times,
+            "retry_after": None if retry_after is None else str(retry_after),
+            "after": after,
+            "delay": delay,
+            "body": body,
+        }
+        self.set_faults(http=current)
+
+    def prompt_record(self) -> list[dict[str, Any]]:
+        """Every event of the record file: ``{"t", "event", "prompt_id", "run", "how", ...}``, oldest first."""
+        if not self.record_path.exists():
+            return []
+        lines = self.record_path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def clear_record(self) -> None:
+        self.record_path.write_text("", encoding="utf-8")
 
     def state(self) -> dict[str, Any]:
         response = requests.get(self.url + "/_standin/state", timeout=5)
@@ -183,6 +235,57 @@ class StandinNode:
         requests.post(self.url + "/_standin/reset", timeout=5).raise_for_status()
 
 
+@dataclass(frozen=True)
+class PromptSpan:
+    """One prompt's time on one node: from queued to ended (or to now, or to the node's death)."""
+
+    node: str
+    prompt_id: str
+    run: str
+    start: float
+    end: float
+    how: str
+
+    def overlaps(self, other: PromptSpan) -> bool:
+        return self.start < other.end and other.start < self.end
+
+
+def prompt_spans(node: StandinNode) -> list[PromptSpan]:
+    """The prompts a stand-in held, from its record file."""
+    opened: dict[str, dict[str, Any]] = {}
+    spans: list[PromptSpan] = []
+
+    def close(prompt_id: str, end: float, how: str) -> None:
+        entry = opened.pop(prompt_id)
+        spans.append(PromptSpan(node.url, prompt_id, entry["run"], entry["t"], end, how))
+
+    for event in node.prompt_record():
+        kind = event["event"]
+        if kind == "queued":
+            opened[event["prompt_id"]] = event
+        elif kind == "ended" and event["prompt_id"] in opened:
+            close(event["prompt_id"], event["t"], event["how"])
+        elif kind == "killed":
+            for prompt_id in list(opened):
+                close(prompt_id, event["t"], "killed")
+    now = time.time()
+    for prompt_id in list(opened):
+        close(prompt_id, now, "open")
+    return spans
+
+
+def overlapping_prompts(nodes: Iterable[StandinNode], run: str | None = None) -> list[tuple[PromptSpan, PromptSpan]]:
+    """Pairs of prompts of one run (``extra_data.rekindle_run``; only ``run`` if given) that were queued or
+    running on two different nodes at the same time. Empty: no run was ever on two nodes at once."""
+    spans = [span for node in nodes for span in prompt_spans(node) if run is None or span.run == run]
+    return [
+        (a, b)
+        for index, a in enumerate(spans)
+        for b in spans[index + 1 :]
+        if a.run == b.run and a.node != b.node and a.overlaps(b)
+    ]
+
+
 class StandinFarm:
     """Stand-in processes kept for a whole test session and lent out to tests."""
 
@@ -195,6 +298,7 @@ class StandinFarm:
         taken = self.nodes[:count]
         for node in taken:
             if not node.alive():
+                node.clear_record()
                 node.start()
             else:
                 try:

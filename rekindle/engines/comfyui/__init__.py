@@ -1,12 +1,15 @@
 """The ComfyUI engine: a pool of ComfyUI servers speaking the protocol of ComfyUI 0.3.64.
 
 ``protocol`` reads websocket messages and history entries, ``client`` talks HTTP and
-websocket to one server, ``preflight`` checks a graph against a server's ``/object_info``,
-and ``pool`` chooses nodes and runs graphs end to end.
+websocket to one server and sorts its failures, ``preflight`` checks a graph against a
+server's ``/object_info``, ``scheduler`` chooses nodes and keeps their state, ``prompt``
+follows one prompt on one node, and ``pool`` runs graphs end to end over them.
 """
 
 from __future__ import annotations
 
-from rekindle.engines.comfyui.pool import ComfyNodePool, NodeState, PoolConfig, get_pool
+from rekindle.engines.comfyui.config import PoolConfig
+from rekindle.engines.comfyui.pool import ComfyNodePool, get_pool
+from rekindle.engines.comfyui.scheduler import LocalNodeScheduler, NodeScheduler, NodeView, Slot
 
-__all__ = ["ComfyNodePool", "NodeState", "PoolConfig", "get_pool"]
+__all__ = ["ComfyNodePool", "LocalNodeScheduler", "NodeScheduler", "NodeView", "PoolConfig", "Slot", "get_pool"]

@@ -1,10 +1,34 @@
-"""HTTP and websocket calls to one ComfyUI server, with connection failures turned into ``NodeUnavailable``."""
+"""HTTP and websocket calls to one ComfyUI server, with every failed answer sorted into one ``NodeError`` kind.
+
+How an answer is read (the pool decides what each kind means for the run):
+
+- no answer (refused, reset, connect or read timeout): ``NodeDown`` with ``status`` None;
+  the process is gone or cut off.
+- 500, 502, 504 or another 5xx, a 503 without ``Retry-After``, a 200 that is not JSON:
+  ``NodeDown`` with the status; the server (or the proxy's upstream) is failing.
+- 429, or 503 with ``Retry-After``: ``NodeBusy`` with ``retry_after``; up, but refusing
+  work for now.
+- 400 from ``/prompt``: ``PromptRejected``; the workflow does not validate there.
+- 404 from ``/view``: ``OutputMissing``; the file the history named is not there.
+- any other 4xx (``/upload/image`` 400 or 413, ``/view`` 400 or 403, ...):
+  ``RequestRejected``; our request is wrong, the node is fine.
+
+ComfyUI itself answers 503 and 429 on no route; those come from a proxy in front of it (nginx,
+a load balancer, a cloud GPU provider's gateway). A 503 that says when to come back
+(``Retry-After``) is an overloaded or starting server; a bare 503 is what load balancers send
+when they have no healthy backend (AWS ALB, HAProxy's "No server is available", Envoy's
+"no healthy upstream"), so it counts as down. A 429 or 503 refuses the request rather than
+processing it, so a ``/prompt`` that got one was not queued (the pool still sends one delete
+and interrupt, in case a proxy got that wrong).
+"""
 
 from __future__ import annotations
 
+import email.utils
 import json
 import mimetypes
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -15,22 +39,64 @@ from websockets.sync.client import ClientConnection, connect
 
 from rekindle.engines.comfyui.protocol import OutputFile
 
+# How much of a node's answer is kept in an error (messages and details are shown to staff).
+BODY_EXCERPT_CHARS = 500
 
-class NodeUnavailable(Exception):
-    """The node did not answer (refused, reset, timed out) or answered with a server error."""
 
-    def __init__(self, node: str, reason: str) -> None:
+class NodeError(Exception):
+    """A call to a node that did not give the answer we need. ``status`` is None when there was no answer."""
+
+    def __init__(self, node: str, route: str, reason: str, *, status: int | None = None, body: str = "") -> None:
         super().__init__(f"{node}: {reason}")
         self.node = node
+        self.route = route
         self.reason = reason
-
-
-class PromptRejected(Exception):
-    """``POST /prompt`` answered 400: the workflow does not validate on this node."""
-
-    def __init__(self, body: Any) -> None:
-        super().__init__("prompt rejected")
+        self.status = status
         self.body = body
+
+    @property
+    def details(self) -> dict[str, Any]:
+        details: dict[str, Any] = {"node": self.node, "route": self.route}
+        if self.status is not None:
+            details["status"] = self.status
+        if self.body:
+            details["body"] = self.body
+        return details
+
+
+class NodeDown(NodeError):
+    """The node did not answer (``status`` None), or answered with a server error: it is not usable now."""
+
+    @property
+    def answered(self) -> bool:
+        """Whether an HTTP answer came at all (a failing server rather than an absent one)."""
+        return self.status is not None
+
+
+class NodeBusy(NodeError):
+    """The node (or its proxy) is up but refuses work for now: 429, or 503 with ``Retry-After``."""
+
+    def __init__(
+        self, node: str, route: str, reason: str, *, status: int, body: str, retry_after: float | None
+    ) -> None:
+        super().__init__(node, route, reason, status=status, body=body)
+        self.retry_after = retry_after
+
+
+class RequestRejected(NodeError):
+    """A 4xx: our request is wrong for this node. Retrying the same request cannot help; the node is fine."""
+
+
+class PromptRejected(RequestRejected):
+    """``POST /prompt`` answered 400: the workflow does not validate on this node. ``payload`` is the decoded body."""
+
+    def __init__(self, node: str, payload: Any, body: str) -> None:
+        super().__init__(node, "POST /prompt", "prompt rejected", status=400, body=body)
+        self.payload = payload
+
+
+class OutputMissing(NodeError):
+    """``/view`` answered 404 for a file the prompt's history named."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +109,29 @@ class QueueState:
 
     def __len__(self) -> int:
         return len(self.running) + len(self.pending)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _excerpt(response: requests.Response) -> str:
+    try:
+        text = response.text
+    except Exception:  # an undecodable body is no reason to lose the status
+        return ""
+    text = " ".join(text.split())
+    return text[:BODY_EXCERPT_CHARS]
 
 
 class ComfyNodeClient:
@@ -58,6 +147,11 @@ class ComfyNodeClient:
         return f"ComfyNodeClient({self.base_url!r})"
 
     @property
+    def _short_timeout(self) -> float:
+        """For calls that only flip a flag on the node (interrupt, delete, free)."""
+        return min(self.http_timeout, 10.0)
+
+    @property
     def _session(self) -> requests.Session:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
@@ -65,7 +159,12 @@ class ComfyNodeClient:
             self._local.session = session
         return session
 
-    def _request(self, method: str, path: str, *, timeout: float | None = None, **kwargs: Any) -> requests.Response:
+    def _request(
+        self, method: str, path: str, *, timeout: float | None = None, own: tuple[int, ...] = (), **kwargs: Any
+    ) -> requests.Response:
+        """The answer if it is a 2xx or a status in ``own`` (the caller reads those itself); otherwise the
+        ``NodeError`` its status says."""
+        route = f"{method} {path}"
         try:
             response = self._session.request(
                 method,
@@ -74,48 +173,75 @@ class ComfyNodeClient:
                 **kwargs,
             )
         except requests.RequestException as exc:
-            raise NodeUnavailable(self.base_url, f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        if response.status_code >= 500:
-            raise NodeUnavailable(self.base_url, f"{method} {path} answered {response.status_code}")
-        return response
+            raise NodeDown(self.base_url, route, f"{route}: {type(exc).__name__}: {exc}") from exc
+        status = response.status_code
+        if status < 400 or status in own:
+            return response
+        body = _excerpt(response)
+        said = f"{route} answered {status}" + (f": {body}" if body else "")
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        if status == 429 or (status == 503 and retry_after is not None):
+            raise NodeBusy(self.base_url, route, said, status=status, body=body, retry_after=retry_after)
+        if status >= 500:
+            raise NodeDown(self.base_url, route, said, status=status, body=body)
+        raise RequestRejected(self.base_url, route, said, status=status, body=body)
 
-    def _json(self, response: requests.Response, path: str) -> Any:
+    def _json(self, response: requests.Response, route: str) -> Any:
         try:
             return response.json()
         except ValueError as exc:
-            raise NodeUnavailable(self.base_url, f"{path} answered {response.status_code} without JSON") from exc
+            body = _excerpt(response)
+            raise NodeDown(
+                self.base_url,
+                route,
+                f"{route} answered {response.status_code} without JSON: {body}",
+                status=response.status_code,
+                body=body,
+            ) from exc
 
     # --- reads ---------------------------------------------------------------
     def system_stats(self, *, timeout: float | None = None) -> dict[str, Any]:
         response = self._request("GET", "/system_stats", timeout=timeout)
-        body: dict[str, Any] = self._json(response, "/system_stats")
+        body: dict[str, Any] = self._json(response, "GET /system_stats")
         return body
 
     def object_info(self) -> dict[str, Any]:
         response = self._request("GET", "/object_info")
-        body: dict[str, Any] = self._json(response, "/object_info")
+        body: dict[str, Any] = self._json(response, "GET /object_info")
         return body
 
     def queue(self, *, timeout: float | None = None) -> QueueState:
-        body = self._json(self._request("GET", "/queue", timeout=timeout), "/queue")
+        body = self._json(self._request("GET", "/queue", timeout=timeout), "GET /queue")
 
         def ids(items: Any) -> tuple[str, ...]:
             return tuple(str(item[1]) for item in items or [] if isinstance(item, list) and len(item) > 1)
 
+        if not isinstance(body, Mapping):
+            raise NodeDown(
+                self.base_url, "GET /queue", "GET /queue answered something other than an object", status=200
+            )
         return QueueState(ids(body.get("queue_running")), ids(body.get("queue_pending")))
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry of a prompt, or None while it is not written (running, queued or unknown)."""
-        body = self._json(self._request("GET", f"/history/{quote(prompt_id)}"), "/history")
+        route = "GET /history/{prompt_id}"
+        body = self._json(self._request("GET", f"/history/{quote(prompt_id)}"), route)
         entry = body.get(prompt_id) if isinstance(body, Mapping) else None
         return entry if isinstance(entry, dict) else None
 
     def view(self, file: OutputFile) -> tuple[bytes, str]:
-        """The bytes of an output file and its content type."""
+        """The bytes of an output file and its content type; ``OutputMissing`` if the node has no such file."""
         params = {"filename": file.filename, "subfolder": file.subfolder, "type": file.type}
-        response = self._request("GET", "/view", params=params)
-        if response.status_code != 200:
-            raise NodeUnavailable(self.base_url, f"/view {file.filename} answered {response.status_code}")
+        response = self._request("GET", "/view", params=params, own=(404,))
+        if response.status_code == 404:
+            where = f"{file.subfolder}/{file.filename}" if file.subfolder else file.filename
+            raise OutputMissing(
+                self.base_url,
+                "GET /view",
+                f"GET /view answered 404 for {where} ({file.type}), which the prompt's history names",
+                status=404,
+                body=_excerpt(response),
+            )
         content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
         if not content_type or content_type == "application/octet-stream":
             content_type = mimetypes.guess_type(file.filename)[0] or "application/octet-stream"
@@ -130,9 +256,9 @@ class ComfyNodeClient:
             files={"image": (name, data, content_type)},
             data={"overwrite": "true", "type": "input"},
         )
-        if response.status_code != 200:
-            raise NodeUnavailable(self.base_url, f"/upload/image answered {response.status_code}")
-        body = self._json(response, "/upload/image")
+        body = self._json(response, "POST /upload/image")
+        if not isinstance(body, Mapping):
+            body = {}
         subfolder = body.get("subfolder") or ""
         stored = str(body.get("name") or name)
         return f"{subfolder}/{stored}" if subfolder else stored
@@ -144,27 +270,43 @@ class ComfyNodeClient:
         payload: dict[str, Any] = {"prompt": graph, "client_id": client_id, "prompt_id": prompt_id}
         if extra_data:
             payload["extra_data"] = dict(extra_data)
-        response = self._request("POST", "/prompt", json=payload)
+        response = self._request("POST", "/prompt", json=payload, own=(400,))
         if response.status_code == 400:
             try:
-                body = response.json()
+                decoded: Any = response.json()
             except ValueError:
-                body = response.text
-            raise PromptRejected(body)
-        if response.status_code != 200:
-            raise NodeUnavailable(self.base_url, f"/prompt answered {response.status_code}")
-        body = self._json(response, "/prompt")
-        return int(body.get("number", 0))
+                decoded = response.text
+            raise PromptRejected(self.base_url, decoded, _excerpt(response))
+        body = self._json(response, "POST /prompt")
+        return int(body.get("number", 0)) if isinstance(body, Mapping) else 0
 
     def interrupt(self, prompt_id: str) -> None:
-        self._request("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=10)
+        self._request("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=self._short_timeout)
 
     def delete_from_queue(self, prompt_ids: list[str]) -> None:
-        self._request("POST", "/queue", json={"delete": prompt_ids}, timeout=10)
+        self._request("POST", "/queue", json={"delete": prompt_ids}, timeout=self._short_timeout)
+
+    def stop_prompt(self, prompt_id: str) -> list[NodeError]:
+        """Delete a prompt from the queue, then interrupt it; the errors of the calls that failed.
+
+        In that order: a prompt that leaves the queue between the two calls is running by the
+        time the interrupt arrives (ComfyUI ignores a delete for a running prompt and an
+        interrupt for one that is not running).
+        """
+        errors: list[NodeError] = []
+        try:
+            self.delete_from_queue([prompt_id])
+        except NodeError as exc:
+            errors.append(exc)
+        try:
+            self.interrupt(prompt_id)
+        except NodeError as exc:
+            errors.append(exc)
+        return errors
 
     def free(self) -> None:
         """Ask the node to unload its models and free memory (after an out-of-memory error)."""
-        self._request("POST", "/free", json={"unload_models": True, "free_memory": True}, timeout=10)
+        self._request("POST", "/free", json={"unload_models": True, "free_memory": True}, timeout=self._short_timeout)
 
     # --- websocket -----------------------------------------------------------
     def ws_url(self, client_id: str) -> str:
@@ -182,8 +324,8 @@ class ComfyNodeClient:
                 # ComfyUI answers pings, but a long node may block its loop: our own quiet timeout decides.
                 ping_interval=None,
             )
-        except (OSError, TimeoutError, Exception) as exc:
-            raise NodeUnavailable(self.base_url, f"websocket: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # refused, reset, a handshake a proxy answered with an error page
+            raise NodeDown(self.base_url, "GET /ws", f"websocket: {type(exc).__name__}: {exc}") from exc
 
 
 def decode_message(raw: str | bytes) -> dict[str, Any] | None:

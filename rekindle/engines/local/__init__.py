@@ -13,7 +13,6 @@ here. Results are labelled as coming from this engine (``LocalEngine.label``, th
 from __future__ import annotations
 
 import re
-import threading
 import time
 from typing import Any
 
@@ -38,9 +37,6 @@ from rekindle.engines.local.restore import BadImageError, RestoreSettings, decod
 from rekindle.workflows import Workflow, WorkflowParameterError, all_workflows, get_workflow, wan_frames
 
 NODE = "local"
-# Runs in this process asked to stop by ``LocalEngine.cancel`` (the admin's cancel, in the same worker).
-_canceled: set[str] = set()
-_canceled_lock = threading.Lock()
 
 
 class LocalEngine:
@@ -63,9 +59,7 @@ class LocalEngine:
 
         def checkpoint(percent: int) -> None:
             nonlocal last_progress
-            with _canceled_lock:
-                canceled_here = request.run_id in _canceled
-            if canceled_here or (should_cancel is not None and should_cancel()):
+            if should_cancel is not None and should_cancel():
                 raise EngineCanceled("canceled", "The run was canceled.")
             if time.monotonic() > deadline:
                 raise TransientEngineError(
@@ -97,9 +91,6 @@ class LocalEngine:
             raise TransientEngineError("out_of_memory", "The local engine ran out of memory.") from exc
         except cv2.error as exc:
             raise PermanentEngineError("processing_failed", f"Image processing failed: {exc}") from exc
-        finally:
-            with _canceled_lock:
-                _canceled.discard(request.run_id)
         return EngineResult(
             outputs=(output,),
             engine=self.name,
@@ -143,9 +134,8 @@ class LocalEngine:
         ]
 
     def cancel(self, node: str, prompt_id: str) -> None:
-        # Only reaches runs in this process; a run in another worker stops at its own timeout.
-        with _canceled_lock:
-            _canceled.add(prompt_id)
+        """Nothing to do: the run is in the worker's own process, and a cancel reaches it through the
+        attempt's status, which the worker's heartbeat reads and ``should_cancel`` answers from."""
 
 
 def _workflow(name: str) -> Workflow:

@@ -36,6 +36,9 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="installed model files, comma-separated")
     parser.add_argument("--faults", default="{}", help="faults to start with, as JSON")
     parser.add_argument("--base-dir", default="", help="input/output/temp folders (default: a temporary folder)")
+    parser.add_argument(
+        "--record", default="", help="append each prompt's queued/started/ended events here (JSON lines)"
+    )
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process (the test run) is gone")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -46,6 +49,7 @@ def main() -> None:
             switch_seconds=args.switch_seconds,
             models=[name.strip() for name in args.models.split(",") if name.strip()],
             base_dir=Path(args.base_dir or scratch),
+            record_path=Path(args.record) if args.record else None,
         )
 
         async def build() -> web.Application:

@@ -3,6 +3,14 @@
 Answers the way the recordings in ``rekindle/testing/fixtures/comfyui/`` show, runs one
 prompt at a time, and takes faults a test switches on through routes outside ComfyUI's
 namespace (``/_standin/...``).
+
+Two kinds of fault: counted ones inside the execution (``COUNTED_FAULTS``: crash, restart,
+a dropped or silent socket, an execution error, out of memory, a rejected prompt), and
+answers of a route replaced by an error status, as ComfyUI or a proxy in front of it gives
+them (``http`` faults, see ``HttpFault``). Every prompt's life on the server (queued,
+started, ended and how) is recorded in ``Standin.record`` and, with ``--record PATH``,
+appended to a file as JSON lines, so a test can tell when a prompt was on which server
+even after a crash.
 """
 
 from __future__ import annotations
@@ -78,6 +86,45 @@ class StandinConfig:
     switch_seconds: float = 0.0
     models: list[str] = field(default_factory=list)
     base_dir: Path = field(default_factory=lambda: Path("."))
+    # Where the prompt record is appended as JSON lines (None: kept in memory only).
+    record_path: Path | None = None
+
+
+@dataclass
+class HttpFault:
+    """A route answering an error instead of its own answer: ``set_faults(http={"POST /prompt": {...}})``.
+
+    The key is ``METHOD /path``, with a trailing ``*`` matching any rest of the path
+    (``GET /history/*``); ``/api/...`` aliases match too. ``times`` counts answers (-1: all).
+    ``after``: the route does its work first (a prompt is queued, a file stored) and only its
+    answer is replaced, as when a proxy loses the answer. ``delay`` seconds pass before the
+    answer. ``retry_after`` is sent as the ``Retry-After`` header.
+    """
+
+    status: int
+    times: int = 1
+    body: str = ""
+    retry_after: str | None = None
+    after: bool = False
+    delay: float = 0.0
+
+    @classmethod
+    def parse(cls, raw: Any) -> HttpFault:
+        if not isinstance(raw, dict) or not isinstance(raw.get("status"), int):
+            raise ValueError(f"an http fault needs an integer status: {raw!r}")
+        retry_after = raw.get("retry_after")
+        return cls(
+            status=raw["status"],
+            times=int(raw.get("times", 1)),
+            body=str(raw.get("body", "")),
+            retry_after=None if retry_after is None else str(retry_after),
+            after=bool(raw.get("after", False)),
+            delay=float(raw.get("delay", 0.0)),
+        )
+
+    def response(self) -> web.Response:
+        headers = {"Retry-After": self.retry_after} if self.retry_after is not None else None
+        return web.Response(status=self.status, text=self.body, headers=headers)
 
 
 class Standin:
@@ -107,7 +154,50 @@ class Standin:
         self.wakeup = asyncio.Event()
         self.generation = 0
         self.background: set[asyncio.Future[Any]] = set()
-        self.current_task: asyncio.Future[None] | None = None
+        self.current_task: asyncio.Future[str] | None = None
+        self.record: list[dict[str, Any]] = []
+
+    # --- the prompt record -------------------------------------------------------------
+    def note(self, event: str, item: QueuedPrompt, how: str = "") -> None:
+        """One step of a prompt's life here: ``queued``, ``started`` or ``ended`` (``how`` it ended)."""
+        entry = {
+            "t": time.time(),
+            "event": event,
+            "prompt_id": item.prompt_id,
+            "run": str(item.extra_data.get("rekindle_run") or ""),
+            "client_id": item.client_id or "",
+            "how": how,
+            "pid": os.getpid(),
+        }
+        self.record.append(entry)
+        if self.config.record_path is not None:
+            with self.config.record_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+    def end_all(self, how: str) -> None:
+        """Every prompt queued or running here ends at once (a restart, a crash)."""
+        for item in ([self.running] if self.running else []) + list(self.pending):
+            self.note("ended", item, how)
+
+    def http_fault(self, method: str, path: str) -> HttpFault | None:
+        """The http fault that answers this request now, if one is switched on (and count it down)."""
+        faults = self.faults.get("http")
+        if not isinstance(faults, dict) or not faults:
+            return None
+        path = path.removeprefix("/api") if path.startswith("/api/") else path
+        for key, raw in faults.items():
+            wanted_method, _, pattern = str(key).partition(" ")
+            matches = path.startswith(pattern[:-1]) if pattern.endswith("*") else path == pattern
+            if wanted_method.upper() != method or not matches:
+                continue
+            fault = HttpFault.parse(raw)
+            if fault.times == 0:
+                continue
+            if fault.times > 0:
+                raw["times"] = fault.times - 1
+            self.counters[f"http_fault {key}"] += 1
+            return fault
+        return None
 
     # --- object_info and validation -------------------------------------------------
     def object_info(self) -> dict[str, Any]:
@@ -345,6 +435,7 @@ class Standin:
     def forget(self) -> None:
         """What a restarted ComfyUI has: no queue, no history, no loaded models, no sockets."""
         self.generation += 1
+        self.end_all("forgotten")
         # A restarted server is not still running the old prompt.
         if self.current_task is not None:
             self.current_task.cancel()
@@ -370,11 +461,13 @@ class Standin:
             self.pending.sort(key=lambda item: item.number)
             item = self.pending.pop(0)
             self.running = item
+            self.note("started", item)
             self.interrupt_requested = False
             generation = self.generation
             self.current_task = asyncio.ensure_future(self.execute(item, generation))
+            how = "failed"
             try:
-                await self.current_task
+                how = await self.current_task
             except asyncio.CancelledError:
                 if not self.current_task.cancelled():
                     raise
@@ -382,6 +475,7 @@ class Standin:
                 logger.exception("stand-in failed while running %s", item.prompt_id)
             self.current_task = None
             if self.generation == generation:
+                self.note("ended", item, how)
                 self.running = None
                 self.muted.discard(item.client_id or "")
                 await self.send_status()
@@ -404,7 +498,8 @@ class Standin:
         memo[node_id] = json.dumps([node["class_type"], parts])
         return memo[node_id]
 
-    async def execute(self, item: QueuedPrompt, generation: int) -> None:
+    async def execute(self, item: QueuedPrompt, generation: int) -> str:
+        """Run one prompt; how it ended: ``success``, ``error``, ``interrupted`` (or ``forgotten``)."""
         prompt, prompt_id, client_id = item.prompt, item.prompt_id, item.client_id
         messages: list[list[Any]] = []
         await self.send_status()
@@ -487,10 +582,11 @@ class Standin:
                 )
                 if self.take_fault("crash"):
                     logger.warning("stand-in crashing on purpose")
+                    self.end_all("crashed")
                     os._exit(3)
                 if self.take_fault("restart"):
                     self.forget()
-                    return
+                    return "forgotten"
                 if models and self.loaded_models != models:
                     switch = float(self.faults.get("switch_seconds", self.config.switch_seconds))
                     if self.loaded_models is not None:
@@ -514,7 +610,7 @@ class Standin:
                     raise NotImplementedError(f"The stand-in does not run {class_type}")
                 result, ui = await function(ctx, inputs)
                 if self.generation != generation:
-                    return
+                    return "forgotten"
                 values[node_id] = result
                 new_cache[signatures[node_id]] = (result, ui)
                 executed.append(node_id)
@@ -539,7 +635,7 @@ class Standin:
             await self.send("execution_interrupted", data, client_id)
             self._write_history(item, outputs, "error", False, messages)
             self.counters["interrupted"] += 1
-            return
+            return "interrupted"
         except Exception as exc:
             oom = isinstance(exc, MemoryError)
             data = {
@@ -564,7 +660,7 @@ class Standin:
             await self.send("execution_error", data, client_id)
             self._write_history(item, outputs, "error", False, messages)
             self.counters["errors"] += 1
-            return
+            return "error"
         if not executed:
             states = {node_id: state(node_id, 1.0, "finished") for node_id in order}
             await self.send("progress_state", {"prompt_id": prompt_id, "nodes": states}, client_id)
@@ -576,6 +672,7 @@ class Standin:
         await asyncio.sleep(0.005)
         self._write_history(item, outputs, "success", True, messages)
         self.counters["executed"] += 1
+        return "success"
 
     def _write_history(
         self, item: QueuedPrompt, outputs: dict[str, Any], status: str, completed: bool, messages: list[list[Any]]
@@ -702,7 +799,9 @@ def make_app(standin: Standin) -> web.Application:
             extra_data["client_id"] = body["client_id"]
         standin.number += 1
         number = -standin.number if body.get("front") else standin.number
-        standin.pending.append(QueuedPrompt(number, prompt_id, prompt, extra_data, outputs))
+        queued = QueuedPrompt(number, prompt_id, prompt, extra_data, outputs)
+        standin.pending.append(queued)
+        standin.note("queued", queued)
         standin.counters["prompts"] += 1
         standin.counters["max_queue"] = max(standin.counters["max_queue"], standin.queue_remaining())
         standin.wakeup.set()
@@ -719,8 +818,13 @@ def make_app(standin: Standin) -> web.Application:
     async def post_queue(request: web.Request) -> web.Response:
         body = await _json_or_empty(request)
         if body.get("clear"):
+            for item in standin.pending:
+                standin.note("ended", item, "cleared")
             standin.pending.clear()
         for prompt_id in body.get("delete") or []:
+            for item in standin.pending:
+                if item.prompt_id == prompt_id:
+                    standin.note("ended", item, "deleted")
             standin.pending = [item for item in standin.pending if item.prompt_id != prompt_id]
             standin.counters["queue_deletes"] += 1
         await standin.send_status()
@@ -854,7 +958,13 @@ def make_app(standin: Standin) -> web.Application:
     # --- control routes for tests (not ComfyUI's) ------------------------------------
     @routes.post("/_standin/faults")
     async def set_faults(request: web.Request) -> web.Response:
-        standin.faults.update(await _json_or_empty(request))
+        faults = await _json_or_empty(request)
+        try:
+            for raw in (faults.get("http") or {}).values():
+                HttpFault.parse(raw)
+        except (AttributeError, TypeError, ValueError) as exc:
+            return json_response({"error": str(exc)}, 400)
+        standin.faults.update(faults)
         return json_response(standin.faults)
 
     @routes.get("/_standin/state")
@@ -870,12 +980,19 @@ def make_app(standin: Standin) -> web.Application:
             }
         )
 
+    @routes.get("/_standin/prompts")
+    async def get_record(request: web.Request) -> web.Response:
+        return json_response(standin.record)
+
     @routes.post("/_standin/reset")
     async def reset(request: web.Request) -> web.Response:
         standin.faults.clear()
         standin.counters.clear()
         standin.forget()
         standin.counters.clear()
+        standin.record.clear()
+        if standin.config.record_path is not None:
+            standin.config.record_path.write_text("")
         for folder in (standin.input_dir, standin.output_dir, standin.temp_dir):
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True, exist_ok=True)
@@ -886,7 +1003,19 @@ def make_app(standin: Standin) -> web.Application:
         standin.forget()
         return json_response({"ok": True})
 
-    app = web.Application(client_max_size=200 * 1024 * 1024)
+    @web.middleware
+    async def http_faults(request: web.Request, handler: Any) -> web.StreamResponse:
+        fault = None if request.path.startswith("/_standin") else standin.http_fault(request.method, request.path)
+        if fault is None:
+            response: web.StreamResponse = await handler(request)
+            return response
+        if fault.after:
+            await handler(request)
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        return fault.response()
+
+    app = web.Application(client_max_size=200 * 1024 * 1024, middlewares=[http_faults])
     app.add_routes(routes)
     add_api_aliases(app)
 

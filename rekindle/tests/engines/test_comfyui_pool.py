@@ -15,7 +15,8 @@ from PIL import Image
 
 from rekindle.engines import get_engine
 from rekindle.engines.base import EngineCanceled, EngineResult, RunRequest, TransientEngineError
-from rekindle.engines.comfyui.pool import ComfyNodePool, _NoNode
+from rekindle.engines.comfyui.pool import ComfyNodePool
+from rekindle.engines.comfyui.scheduler import NoNodeAvailable
 from rekindle.testing.comfyui_fixtures import StandinNode, fixture_graph, graph_builder, sample_input
 from rekindle.workflows import get_workflow
 
@@ -128,7 +129,7 @@ def test_it_prefers_the_node_with_the_least_queued_work(comfy_pool: PoolMaker) -
         assert response.status_code == 200
     pool.health([])  # reads each node's queue
 
-    assert pool.node(first.url).foreign_queue == 2  # type: ignore[union-attr]
+    assert pool.scheduler.view(first.url).foreign_queue == 2
     assert run(pool).node == second.url
     requests.post(f"{first.url}/queue", json={"clear": True}, timeout=5)
     requests.post(f"{first.url}/interrupt", timeout=5)
@@ -161,33 +162,33 @@ def test_it_keeps_to_one_prompt_per_node_and_waits_for_a_free_slot(comfy_pool: P
 def test_it_allows_more_prompts_per_node_when_configured(comfy_pool: PoolMaker) -> None:
     pool, _ = comfy_pool(1, prompts_per_node=2, slot_wait_seconds=0.3)
 
-    one = pool.pick_node("restore")
-    two = pool.pick_node("restore")
-    with pytest.raises(_NoNode):
-        pool.pick_node("restore")
+    one = pool.scheduler.acquire("restore")
+    two = pool.scheduler.acquire("restore")
+    with pytest.raises(NoNodeAvailable):
+        pool.scheduler.acquire("restore")
 
-    assert one is two
-    assert one.inflight == 2
+    assert one.url == two.url
+    assert pool.scheduler.view(one.url).inflight == 2
 
 
 def test_it_probes_a_down_node_again_with_growing_backoff(comfy_pool: PoolMaker) -> None:
     pool, (first, second) = comfy_pool(2, node_backoff_seconds=0.3, node_backoff_max_seconds=5.0)
     first.kill()
     assert run(pool).node == second.url
-    state = pool.node(first.url)
-    assert state is not None
-    assert state.failures == 1
+    assert pool.scheduler.view(first.url).failures == 1
 
     time.sleep(0.35)
-    pool.release(pool.pick_node("restore_flux"))  # the probe fails: still dead
+    pool.scheduler.release(pool.scheduler.acquire("restore_flux"))  # the probe fails: still dead
+    state = pool.scheduler.view(first.url)
     assert state.failures == 2
-    assert state.down_until is not None
-    assert state.down_until - time.monotonic() > 0.4  # doubled
+    assert not state.up
+    assert state.down_for > 0.4  # doubled
 
     first.start()
     time.sleep(0.65)
-    pool.release(pool.pick_node("restore_flux"))
-    assert state.is_up()
+    pool.scheduler.release(pool.scheduler.acquire("restore_flux"))
+    state = pool.scheduler.view(first.url)
+    assert state.up
     assert state.failures == 0
 
 
@@ -210,33 +211,34 @@ def test_it_reports_health_with_each_workflows_preflight(comfy_pool: PoolMaker) 
 
 def test_it_waits_for_a_busy_node_with_the_models_loaded_rather_than_switching(comfy_pool: PoolMaker) -> None:
     pool, _ = comfy_pool(2, affinity_wait_seconds=5.0)
-    loaded = pool.pick_node("restore")
-    pool.release(loaded)
-    other = pool.pick_node("animate")
-    assert other is not loaded
-    pool.release(other)
-    busy = pool.pick_node("restore")
-    assert busy is loaded
+    scheduler = pool.scheduler
+    loaded = scheduler.acquire("restore")
+    scheduler.release(loaded)
+    other = scheduler.acquire("animate")
+    assert other.url != loaded.url
+    scheduler.release(other)
+    busy = scheduler.acquire("restore")
+    assert busy.url == loaded.url
 
     chosen: list[Any] = []
-    waiter = threading.Thread(target=lambda: chosen.append(pool.pick_node("restore")))
+    waiter = threading.Thread(target=lambda: chosen.append(scheduler.acquire("restore").url))
     waiter.start()
     time.sleep(0.5)
     assert chosen == []  # the free node would have to switch models
-    pool.release(busy)
+    scheduler.release(busy)
     waiter.join(5)
 
-    assert chosen == [loaded]
+    assert chosen == [loaded.url]
 
 
 def test_it_gives_up_transiently_when_no_slot_frees_in_time(comfy_pool: PoolMaker) -> None:
     pool, (node,) = comfy_pool(1, slot_wait_seconds=0.3)
-    held = pool.pick_node("restore_flux")
+    held = pool.scheduler.acquire("restore_flux")
     try:
         with pytest.raises(TransientEngineError) as caught:
             run(pool)
     finally:
-        pool.release(held)
+        pool.scheduler.release(held)
 
     assert caught.value.code == "nodes_busy"
     assert node.counters().get("prompts", 0) == 0
@@ -244,13 +246,13 @@ def test_it_gives_up_transiently_when_no_slot_frees_in_time(comfy_pool: PoolMake
 
 def test_it_stops_waiting_for_a_free_node_when_canceled(comfy_pool: PoolMaker) -> None:
     pool, (node,) = comfy_pool(1, slot_wait_seconds=30)
-    held = pool.pick_node("restore_flux")
+    held = pool.scheduler.acquire("restore_flux")
     asked = time.monotonic() + 0.3
     try:
         with pytest.raises(EngineCanceled):
             run(pool, should_cancel=lambda: time.monotonic() > asked)
     finally:
-        pool.release(held)
+        pool.scheduler.release(held)
 
     assert node.counters().get("prompts", 0) == 0
 

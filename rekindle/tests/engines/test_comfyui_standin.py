@@ -291,3 +291,56 @@ def test_it_deletes_interrupts_and_records_the_interruption_like_the_recording(c
     assert status["status_str"] == "error"
     assert status["messages"][-1][0] == "execution_interrupted"
     assert requests.get(f"{comfy_standin.url}/history/{ids[1]}", timeout=5).json() == {}
+
+
+def test_it_records_when_each_prompt_was_queued_started_and_ended(comfy_standin: StandinNode) -> None:
+    comfy_standin.set_faults(sampler_seconds=5)
+    graph = json.loads((Path(FIXTURES) / "graphs" / "restore_flux.json").read_text())
+    upload(comfy_standin, "input.jpg", (FIXTURES / "simple_input.jpg").read_bytes(), overwrite="true")
+    graph["190"]["inputs"]["image"] = "input.jpg"
+    ids = [
+        requests.post(
+            f"{comfy_standin.url}/prompt", json={"prompt": graph, "extra_data": {"rekindle_run": f"run-{n}"}}, timeout=5
+        ).json()["prompt_id"]
+        for n in range(2)
+    ]
+    requests.post(f"{comfy_standin.url}/queue", json={"delete": [ids[1]]}, timeout=5)
+    requests.post(f"{comfy_standin.url}/interrupt", json={"prompt_id": ids[0]}, timeout=5)
+    deadline = time.monotonic() + 5
+    while len(comfy_standin.prompt_record()) < 5:
+        assert time.monotonic() < deadline, comfy_standin.prompt_record()
+        time.sleep(0.05)
+
+    record = comfy_standin.prompt_record()
+    steps = [(event["event"], event["prompt_id"], event["how"]) for event in record]
+    assert sorted(steps) == sorted(
+        [
+            ("queued", ids[0], ""),
+            ("queued", ids[1], ""),
+            ("started", ids[0], ""),
+            ("ended", ids[1], "deleted"),
+            ("ended", ids[0], "interrupted"),
+        ]
+    )
+    assert [event["run"] for event in record if event["event"] == "queued"] == ["run-0", "run-1"]
+    assert [event["t"] for event in record] == sorted(event["t"] for event in record)
+    assert requests.get(f"{comfy_standin.url}/_standin/prompts", timeout=5).json() == record
+
+
+def test_it_answers_a_route_with_the_http_fault_switched_on_and_then_as_itself(comfy_standin: StandinNode) -> None:
+    comfy_standin.set_http_fault("POST /upload/image", status=413, times=1, body="Request Entity Too Large")
+    comfy_standin.set_http_fault("GET /history/*", status=503, times=2, retry_after=3)
+    data = (FIXTURES / "simple_input.jpg").read_bytes()
+
+    refused = upload(comfy_standin, "a.jpg", data, overwrite="true")
+    stored = upload(comfy_standin, "a.jpg", data, overwrite="true")
+    busy = [requests.get(f"{comfy_standin.url}{prefix}/history/x", timeout=5) for prefix in ("", "/api")]
+    answered = requests.get(f"{comfy_standin.url}/history/x", timeout=5)
+    bad = requests.post(f"{comfy_standin.url}/_standin/faults", json={"http": {"GET /queue": {}}}, timeout=5)
+
+    assert (refused.status_code, refused.text) == (413, "Request Entity Too Large")
+    assert stored.status_code == 200
+    assert [(r.status_code, r.headers.get("Retry-After")) for r in busy] == [(503, "3"), (503, "3")]
+    assert (answered.status_code, answered.json()) == (200, {})
+    assert bad.status_code == 400
+    assert comfy_standin.counters()["uploads"] == 1
