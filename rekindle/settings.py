@@ -228,6 +228,11 @@ COMFYUI_SLOT_WAIT_SECONDS = env_float("COMFYUI_SLOT_WAIT_SECONDS", 60.0, minimum
 COMFYUI_AFFINITY_WAIT_SECONDS = env_float("COMFYUI_AFFINITY_WAIT_SECONDS", 10.0, minimum=0.0)
 # Times a run lost on a node (it died or restarted) is sent again, on another node if there is one.
 COMFYUI_MAX_RESUBMITS = env_int("COMFYUI_MAX_RESUBMITS", 2, minimum=0)
+# Polls in a row a node may answer with a server error while it runs our prompt before the run leaves it.
+COMFYUI_POLL_FAILURES = env_int("COMFYUI_POLL_FAILURES", 3, minimum=1)
+# How long a prompt we stop (to move its run, or on cancel or timeout) may take to leave the node's queue; past
+# it the run fails (stop_unconfirmed) rather than risk running on two nodes.
+COMFYUI_STOP_CONFIRM_SECONDS = env_float("COMFYUI_STOP_CONFIRM_SECONDS", 30.0, minimum=1.0)
 # Names this worker to the nodes (client_id prefix); default: rekindle-<host>-<pid>.
 COMFYUI_CLIENT_NAME = env_str("COMFYUI_CLIENT_NAME")
 

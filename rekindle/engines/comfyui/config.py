@@ -54,6 +54,6 @@ class PoolConfig:
             kind_timeouts={kind: seconds for kind, seconds in settings.COMFYUI_TIMEOUTS.items() if seconds > 0},
             client_name=settings.COMFYUI_CLIENT_NAME,
             # Not settings yet: the defaults above unless a deployment defines them.
-            poll_failures=int(getattr(settings, "COMFYUI_POLL_FAILURES", cls.poll_failures)),
-            stop_confirm_seconds=float(getattr(settings, "COMFYUI_STOP_CONFIRM_SECONDS", cls.stop_confirm_seconds)),
+            poll_failures=settings.COMFYUI_POLL_FAILURES,
+            stop_confirm_seconds=settings.COMFYUI_STOP_CONFIRM_SECONDS,
         )

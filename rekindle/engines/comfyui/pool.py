@@ -85,7 +85,7 @@ class ComfyNodePool:
         try:
             params = workflow.validate(request.params)
         except WorkflowParameterError as exc:
-            raise PermanentEngineError("invalid_parameters", str(exc.detail), {"fields": exc.fields}) from exc
+            raise PermanentEngineError("invalid_parameters", exc.message, {"fields": exc.fields}) from exc
         prefix = f"rekindle/{safe_name(request.run_id)}"
         kind_timeout = self.config.kind_timeouts.get(workflow.kind) or workflow.timeout_seconds
         return self.run_graph(
