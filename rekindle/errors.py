@@ -28,6 +28,17 @@ class ServiceError(Exception):
         self.details: dict[str, Any] = dict(details or {})
         super().__init__(self.message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole (code, details and a subclass's own fields), e.g. to come back from a child process.
+        return (_restore, (type(self), dict(self.__dict__)))
+
+
+def _restore(cls: type[ServiceError], state: dict[str, Any]) -> ServiceError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, state.get("message", ""))
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidRequest(ServiceError):
     """Input that is wrong in itself (a bad parameter, a damaged image): asking again the same way cannot work."""

@@ -25,8 +25,10 @@ stream to the temporary file when the header is absent or understates the body.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import shutil
 import tempfile
 from dataclasses import dataclass
 from typing import IO, Any
@@ -34,8 +36,9 @@ from typing import IO, Any
 from django.conf import settings
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest
-from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageFile, UnidentifiedImageError
 
+from rekindle.bounded import BoundExceeded, run_bounded
 from rekindle.errors import InvalidRequest, TooLarge, UnsupportedMedia
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "TIFF", "BMP")
@@ -61,6 +64,21 @@ class ImageTooLarge(InvalidRequest):
 class InvalidImage(InvalidRequest):
     code = "invalid_image"
     message = "The image is damaged or truncated and cannot be decoded."
+
+
+class ImageTooSmall(InvalidRequest):
+    code = "image_too_small"
+    message = "The image is too small to restore."
+
+
+class ImageAspectUnsupported(InvalidRequest):
+    code = "image_aspect_unsupported"
+    message = "The image is too long and narrow to restore."
+
+
+class ImageTooComplex(InvalidRequest):
+    code = "image_too_complex"
+    message = "The image needs more time or memory to decode than a photo should; it cannot be used."
 
 
 class FileTooLarge(TooLarge):
@@ -132,6 +150,19 @@ class NormalizedImage:
         self.file.close()
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What an upload may be, read from settings in the caller's process (the decoding child reads none)."""
+
+    max_pixels: int
+    min_side: int
+    max_aspect: float
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        return cls(max_pixels=pixel_limit(), min_side=settings.UPLOAD_MIN_SIDE, max_aspect=settings.UPLOAD_MAX_ASPECT)
+
+
 def pixel_limit() -> int:
     """The most pixels an upload may have: ``UPLOAD_MAX_PIXELS``, or Pillow's guard if lower."""
     limit: int = settings.UPLOAD_MAX_PIXELS
@@ -151,63 +182,97 @@ def _size_of(upload: IO[bytes]) -> int:
     return end
 
 
-def open_checked(upload: IO[bytes]) -> ImageFile.ImageFile:
-    """Open an upload for decoding, after every check that needs only its header."""
-    size = _size_of(upload)
-    if size > settings.UPLOAD_MAX_BYTES:
-        raise file_too_large(settings.UPLOAD_MAX_BYTES)
-    if size == 0:
-        raise UnsupportedImage("The file is empty.")
-    upload.seek(0)
+def _open_checked(fp: IO[bytes], limits: Limits) -> ImageFile.ImageFile:
+    """Open an image for decoding, after every check that needs only its header."""
     try:
-        image = Image.open(upload, formats=ACCEPTED_FORMATS)
+        image = Image.open(fp, formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:
-        raise _too_large(None) from None
+        raise _too_large(None, limits) from None
     except UnidentifiedImageError:
         raise UnsupportedImage() from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         # The header claims a supported format but cannot be parsed.
         raise InvalidImage(details={"reason": str(exc)[:200]}) from None
-    if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
+    try:
+        if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
+            raise UnsupportedImage("Animated or multi-page images are not supported; send a single photo.")
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise InvalidImage()
+        if width * height > limits.max_pixels:
+            raise _too_large(image.size, limits)
+        if min(width, height) < limits.min_side:
+            raise ImageTooSmall(
+                f"The image must be at least {limits.min_side} pixels on each side; this one is {width}x{height}.",
+                details={"min_side": limits.min_side, "width": width, "height": height},
+            )
+        if max(width, height) / min(width, height) > limits.max_aspect:
+            raise ImageAspectUnsupported(
+                f"The image may be at most {limits.max_aspect:g} times as long as it is wide; "
+                f"this one is {width}x{height}.",
+                details={"max_aspect": limits.max_aspect, "width": width, "height": height},
+            )
+    except BaseException:
         image.close()
-        raise UnsupportedImage("Animated or multi-page images are not supported; send a single photo.")
-    width, height = image.size
-    if width < 1 or height < 1:
-        image.close()
-        raise InvalidImage()
-    if width * height > pixel_limit():
-        image.close()
-        raise _too_large(image.size)
+        raise
     return image
 
 
-def _too_large(size: tuple[int, int] | None) -> ImageTooLarge:
-    limit = pixel_limit()
-    details: dict[str, Any] = {"max_pixels": limit}
+def _too_large(size: tuple[int, int] | None, limits: Limits) -> ImageTooLarge:
+    details: dict[str, Any] = {"max_pixels": limits.max_pixels}
     if size is not None:
         details.update(width=size[0], height=size[1])
-    return ImageTooLarge(f"The image has more than {limit / 1_000_000:g} megapixels.", details=details)
+    return ImageTooLarge(f"The image has more than {limits.max_pixels / 1_000_000:g} megapixels.", details=details)
+
+
+# EXIF orientation -> the transpose that makes the photo upright.
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8), 1 when there is none or the EXIF cannot be read."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and value in range(1, 9) else 1
 
 
 def _upright(image: Image.Image) -> Image.Image:
-    try:
-        return ImageOps.exif_transpose(image)
-    except (ValueError, TypeError, KeyError, SyntaxError, OSError):
-        # Unreadable EXIF says nothing reliable about orientation; keep the pixels as stored
-        # (a copy: the source is closed once decoded).
-        return image.copy()
+    """The photo turned upright by its EXIF orientation.
+
+    ImageOps.exif_transpose would also rewrite the EXIF block into the result, which
+    raises on many malformed blocks; the metadata is dropped anyway, so only the
+    orientation is read here.
+    """
+    method = _ORIENTATION.get(_orientation(image))
+    return image.transpose(method) if method is not None else image
 
 
 def _to_eight_bit(image: Image.Image) -> Image.Image:
     if image.mode in _SIXTEEN_BIT_MODES:
         # convert("L") would clip everything above 255 to white; scale instead. A 32-bit
-        # "I" image is taken as 16-bit data unless its values already fit in 8 bits.
-        high = image.getextrema()[1]
+        # "I" image is taken as 16-bit data unless its values already fit in 8 bits. The
+        # 16-bit modes (either byte order) become "I" first, which ``point`` can scale.
+        wide = image if image.mode == "I" else image.convert("I")
+        high = wide.getextrema()[1]
         fits = image.mode == "I" and isinstance(high, int | float) and high <= 255
         scale = 1.0 if fits else 1 / 257
-        return image.point(lambda value: value * scale).convert("L")
+        return wide.point(lambda value: value * scale).convert("L")
     if image.mode == "F":
-        return image.convert("L")
+        # Floating point samples: 0-1 (the usual scale of float TIFFs), 0-255, or wider.
+        high = image.getextrema()[1]
+        top = float(high) if isinstance(high, int | float) else 1.0
+        scale = 255.0 if top <= 1.0 else (1.0 if top <= 255.0 else 255.0 / top)
+        return image.point(lambda value: value * scale).convert("L")
     if image.mode == "1":
         return image.convert("L")
     if image.mode == "P":
@@ -239,17 +304,22 @@ def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
 
 
 def _flatten(image: Image.Image) -> Image.Image:
+    """RGB, with any transparency laid over white (pasted through the alpha: no second RGBA copy)."""
     if image.mode in _ALPHA_MODES:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        background.alpha_composite(rgba)
-        return background.convert("RGB")
+        alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else image.convert("RGBA").getchannel("A")
+        flat = Image.new("RGB", image.size, (255, 255, 255))
+        flat.paste(image.convert("RGB"), mask=alpha)
+        return flat
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def normalize_image(upload: IO[bytes]) -> NormalizedImage:
-    """Validate an upload and return its normalized form (see the module docstring)."""
-    with open_checked(upload) as source:
+def normalize_file(source_path: str, output_path: str, limits: Limits) -> tuple[str, str, int, int, int, str]:
+    """Check and normalize the photo at ``source_path`` into ``output_path``, in this process.
+
+    Returns ``(format, source_format, width, height, size, sha256)``; raises the errors
+    above. Reads no settings: :func:`normalize_image` runs it in a bounded child process.
+    """
+    with open(source_path, "rb") as fp, _open_checked(fp, limits) as source:
         source_format = str(source.format)
         icc = source.info.get("icc_profile")
         try:
@@ -259,40 +329,79 @@ def normalize_image(upload: IO[bytes]) -> NormalizedImage:
             image = _to_srgb(image, icc if isinstance(icc, bytes) else None)
             image = _flatten(image)
         except Image.DecompressionBombError:
-            raise _too_large(source.size) from None
+            raise _too_large(source.size, limits) from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
             raise InvalidImage(details={"reason": str(exc)[:200]}) from None
-
-    # Encoders copy some metadata (comments, ICC) from ``info``; with it empty they write
-    # none. ``image`` is never the decoded source itself (exif_transpose copies it), so
-    # this touches nothing else and costs no second copy of the pixels.
-    image.info = {}
-    clean = image
-    out_format = "jpeg" if source_format in LOSSY_FORMATS else "png"
-    output: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115  (handed to the caller, who closes it)
-    try:
-        if out_format == "jpeg":
-            clean.save(output, "JPEG", quality=JPEG_QUALITY, subsampling=0)
-        else:
-            clean.save(output, "PNG", compress_level=6)
-        digest = hashlib.sha256()
-        output.seek(0)
-        for chunk in iter(lambda: output.read(1024 * 1024), b""):
+        # Encoders copy some metadata (comments, ICC) from ``info``; with it empty they
+        # write none (the source's own info is what was uploaded, cleared with it).
+        image.info = {}
+        out_format = "jpeg" if source_format in LOSSY_FORMATS else "png"
+        with open(output_path, "wb") as output:
+            if out_format == "jpeg":
+                image.save(output, "JPEG", quality=JPEG_QUALITY, subsampling=0)
+            else:
+                image.save(output, "PNG", compress_level=6)
+        width, height = image.size
+    digest = hashlib.sha256()
+    with open(output_path, "rb") as written:
+        for chunk in iter(lambda: written.read(1024 * 1024), b""):
             digest.update(chunk)
-        size = output.tell()
-        output.seek(0)
-    except BaseException:
-        output.close()
-        raise
+        size = written.tell()
+    return out_format, source_format, width, height, size, digest.hexdigest()
+
+
+def normalize_image(upload: IO[bytes]) -> NormalizedImage:
+    """Validate an upload and return its normalized form (see the module docstring).
+
+    Decoding runs in a child process bounded by ``UPLOAD_DECODE_SECONDS`` and
+    ``UPLOAD_DECODE_MEMORY_MB`` (``rekindle.bounded``): a file that needs more is 400
+    ``image_too_complex``, and nothing it allocated stays in this process.
+    """
+    size = _size_of(upload)
+    if size > settings.UPLOAD_MAX_BYTES:
+        raise file_too_large(settings.UPLOAD_MAX_BYTES)
+    if size == 0:
+        raise UnsupportedImage("The file is empty.")
+    with contextlib.ExitStack() as cleanup:
+        path_of = getattr(upload, "temporary_file_path", None)
+        if callable(path_of):
+            source_path = str(path_of())
+        else:
+            copy = cleanup.enter_context(tempfile.NamedTemporaryFile(prefix="rekindle-upload-", dir=_temp_dir()))
+            upload.seek(0)
+            shutil.copyfileobj(upload, copy)
+            copy.flush()
+            source_path = copy.name
+        output = tempfile.NamedTemporaryFile(prefix="rekindle-normalized-", dir=_temp_dir())  # noqa: SIM115
+        try:
+            fmt, source_format, width, height, stored, sha256 = run_bounded(
+                normalize_file,
+                source_path,
+                output.name,
+                Limits.from_settings(),
+                seconds=settings.UPLOAD_DECODE_SECONDS,
+                memory_bytes=settings.UPLOAD_DECODE_MEMORY_MB * 1024 * 1024,
+            )
+        except BoundExceeded as exc:
+            output.close()
+            raise ImageTooComplex(details={"bound": exc.bound}) from None
+        except BaseException:
+            output.close()
+            raise
+    output.seek(0)
     return NormalizedImage(
         file=output,
-        format=out_format,
+        format=fmt,
         source_format=source_format,
-        width=clean.width,
-        height=clean.height,
-        size=size,
-        sha256=digest.hexdigest(),
+        width=width,
+        height=height,
+        size=stored,
+        sha256=sha256,
     )
+
+
+def _temp_dir() -> str | None:
+    return settings.FILE_UPLOAD_TEMP_DIR or None
 
 
 # Pillow's default; stated so that nothing in the project turns it on by accident:

@@ -11,8 +11,12 @@ import io
 import random
 import struct
 import zlib
+from pathlib import Path
 
 from PIL import Image, ImageCms
+
+# Files found by fuzzing that no code here makes: kept as they are.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "images"
 
 GPS_IFD = 0x8825
 ORIENTATION = 0x0112
@@ -86,6 +90,18 @@ def cmyk_jpeg() -> bytes:
 
 def gray16_png(value: int = 40000) -> bytes:
     return encode(Image.new("I;16", (16, 12), value), "PNG")
+
+
+def gray16_tiff(mode: str = "I;16B", value: int = 0x8000, size: tuple[int, int] = (16, 12)) -> bytes:
+    """A 16-bit grayscale TIFF; ``I;16B`` is big-endian ("MM"), as scanners on some systems write."""
+    order = ">" if mode == "I;16B" else "<"
+    samples = struct.pack(f"{order}H", value) * (size[0] * size[1])
+    return encode(Image.frombytes(mode, size, samples), "TIFF")
+
+
+def float_tiff(value: float = 0.5, size: tuple[int, int] = (16, 12)) -> bytes:
+    """A 32-bit floating point TIFF with samples in [0, 1], as scientific scanners write."""
+    return encode(Image.new("F", size, value), "TIFF")
 
 
 def _png_chunk(tag: bytes, data: bytes) -> bytes:

@@ -24,6 +24,12 @@ from rekindle.images import (
 from rekindle.testing import imagedata
 
 
+@pytest.fixture(autouse=True)
+def _tiny_photos_allowed(settings: Settings) -> None:
+    # The photos here are a few pixels wide so the suite stays fast; the shortest-side limit has its own tests.
+    settings.UPLOAD_MIN_SIDE = 1
+
+
 def _normalize(data: bytes) -> tuple[NormalizedImage, bytes, Image.Image]:
     result = normalize_image(io.BytesIO(data))
     stored = result.file.read()
@@ -226,3 +232,60 @@ def test_it_refuses_from_content_length_before_reading_the_body() -> None:
     handler.handle_raw_input(Unreadable(), {}, 1000 + 1024, "boundary")  # room for the form fields
     with pytest.raises(FileTooLarge):
         handler.handle_raw_input(Unreadable(), {}, 1000 + 64 * 1024 + 1, "boundary")
+
+
+@pytest.mark.parametrize(
+    ("size", "code"),
+    [
+        ((1, 1), "image_too_small"),
+        ((70000, 1), "image_too_small"),
+        ((31, 400), "image_too_small"),
+        ((900, 100), "image_aspect_unsupported"),
+    ],
+)
+def test_it_refuses_photos_too_small_or_too_thin_to_restore(
+    settings: Settings, size: tuple[int, int], code: str
+) -> None:
+    settings.UPLOAD_MIN_SIDE = 32
+    settings.UPLOAD_MAX_ASPECT = 8.0
+    with pytest.raises(ServiceError) as raised:
+        normalize_image(io.BytesIO(imagedata.encode(Image.new("L", size, 90), "PNG")))
+    assert raised.value.code == code
+    assert status_of(raised.value) == 400
+    limit = "min_side" if code == "image_too_small" else "max_aspect"
+    assert raised.value.details[limit] == (32 if limit == "min_side" else 8.0)
+    assert raised.value.details["width"] == size[0]
+    settings.UPLOAD_MAX_ASPECT = 9.0
+    assert normalize_image(io.BytesIO(imagedata.encode(Image.new("L", (900, 100), 90), "PNG"))).width == 900
+
+
+def test_it_keeps_a_photo_whose_exif_block_is_malformed() -> None:
+    # A rotated phone photo whose EXIF block Pillow can read but cannot write back (found by fuzzing).
+    data = (imagedata.FIXTURES / "malformed_exif_rotated.jpg").read_bytes()
+    result = normalize_image(io.BytesIO(data))
+    with Image.open(result.file) as stored:
+        assert stored.format == "JPEG"
+        assert not stored.getexif()
+
+
+def test_it_reads_16_bit_tiff_in_either_byte_order() -> None:
+    for mode in ("I;16B", "I;16"):
+        result = normalize_image(io.BytesIO(imagedata.gray16_tiff(mode, value=0x8000)))
+        with Image.open(result.file) as stored:
+            assert stored.mode == "RGB"
+            assert stored.getpixel((0, 0)) == (127, 127, 127), mode
+
+
+def test_it_scales_a_float_tiff_of_zero_to_one_to_the_whole_range() -> None:
+    result = normalize_image(io.BytesIO(imagedata.float_tiff(0.5)))
+    with Image.open(result.file) as stored:
+        assert stored.getpixel((0, 0)) == (127, 127, 127)
+
+
+def test_it_refuses_an_image_that_needs_more_memory_to_decode_than_allowed(settings: Settings) -> None:
+    settings.UPLOAD_DECODE_MEMORY_MB = 64
+    # 6000x6000 RGB of one color: a small file, 108 MB of pixels once decoded.
+    with pytest.raises(ServiceError) as raised:
+        normalize_image(io.BytesIO(imagedata.encode(imagedata.solid(6000, 6000), "PNG")))
+    assert raised.value.code == "image_too_complex"
+    assert status_of(raised.value) == 400
