@@ -108,6 +108,12 @@ class JobUploadView(APIView):
         tags=["jobs"],
     )
     def post(self, request: Request) -> Response:
+        try:
+            return self._upload(request)
+        finally:
+            _discard_upload_files(request)
+
+    def _upload(self, request: Request) -> Response:
         serializer = JobUploadInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         created = job_create(
@@ -122,6 +128,19 @@ class JobUploadView(APIView):
         job = job_detail_queryset().get(pk=created.job.pk)
         data = JobCreatedSerializer(job, context={"request": request, "token": created.token}).data
         return Response(data, status=status.HTTP_201_CREATED)
+
+
+def _discard_upload_files(request: Request) -> None:
+    """Delete this request's temporary upload files now, whatever refused it (or once it is stored).
+
+    Django deletes a completed upload's file when the request is closed, but the file of
+    an upload cut off mid-stream (over the size limit) belongs only to the handler that
+    was writing it, and stays until the garbage collector finds it: seconds to hours of
+    disk and an open descriptor per refused upload.
+    """
+    for handler in getattr(request._request, "upload_handlers", ()):
+        if isinstance(handler, TemporaryFileUploadHandler) and getattr(handler, "file", None) is not None:
+            handler.file.close()  # a NamedTemporaryFile: closing removes it
 
 
 def _positive_int_param(request: Request, name: str) -> int | None:

@@ -99,6 +99,8 @@ def run_bounded(func: Callable[..., T], *args: Any, seconds: float, memory_bytes
         if process.is_alive():
             process.kill()
         process.join(timeout=5)
+        if process.exitcode is not None:
+            process.close()  # its sentinel pipe, now rather than whenever the collector runs
     if kind == "memory":
         raise BoundExceeded("memory", f"over {memory_bytes // (1024 * 1024)} MB")
     if kind == "error":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -279,3 +280,46 @@ def test_it_streams_the_upload_to_a_temporary_file() -> None:
         UploadSizeLimitHandler,
         TemporaryFileUploadHandler,
     ]
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _descriptor_targets() -> list[str]:
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return sorted(targets)
+
+
+def test_it_removes_the_temporary_file_of_every_refused_upload_at_once(
+    api_client: APIClient, settings: Settings, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    settings.FILE_UPLOAD_TEMP_DIR = str(spool)
+    photo = imagedata.jpeg()
+    refusals = [
+        (imagedata.pdf(), 415),  # wrong type
+        (imagedata.truncated_jpeg(), 400),  # cannot be decoded
+        (imagedata.png_declaring(20000, 20000), 400),  # too many pixels
+    ]
+    settings.UPLOAD_MAX_BYTES = max(len(data) for data, _ in [*refusals, (photo, 201)]) + 1
+    # Within the allowance for the form's other parts, so only counting the streamed bytes catches it.
+    refusals.append((photo + b"\0" * settings.UPLOAD_MAX_BYTES, 413))
+    post_upload(api_client, photo)  # warm up: the first request opens what every request keeps open
+    descriptors = _open_descriptors()
+    before = _descriptor_targets()
+
+    for _ in range(3):
+        for data, status in refusals:
+            assert post_upload(api_client, data).status_code == status
+            assert list(spool.iterdir()) == []
+
+    assert _open_descriptors() <= descriptors, sorted(set(_descriptor_targets()) - set(before))
+    assert post_upload(api_client, photo).status_code == 201
+    assert list(spool.iterdir()) == []  # a stored upload's spool file goes too
