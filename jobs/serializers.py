@@ -42,13 +42,24 @@ class ErrorSerializer(serializers.Serializer[Any]):
 # --- Input -------------------------------------------------------------------
 
 
+def _printable(value: str) -> None:
+    """No control characters: Django's address check lets some through in a quoted local part, and a
+    line break or vertical tab in an address splits the ``To:`` header of every email to it."""
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise serializers.ValidationError("Enter a valid email address: no control characters.")
+
+
 class JobUploadInputSerializer(serializers.Serializer[Any]):
     image = serializers.FileField(
         # An empty file is refused by the image checks (415), with the other non-images.
         allow_empty_file=True,
         help_text="The photo: JPEG, PNG, WebP, TIFF or BMP, decided by its content, not its name.",
     )
-    email = serializers.EmailField(max_length=254, help_text="Where to send news about this job.")
+    email = serializers.EmailField(
+        max_length=254,
+        validators=[_printable],
+        help_text="Where to send news about this job.",
+    )
     restore = serializers.BooleanField(
         required=False,
         default=False,

@@ -13,6 +13,8 @@ from django.db import IntegrityError, transaction
 from social_django.models import UserSocialAuth
 
 AUTH0_PROVIDER = "auth0"
+# The longest address an email can be sent to (RFC 5321's path limit), and what the user table holds.
+MAX_EMAIL_LENGTH = 254
 # The key social-auth's Auth0 backend stores the subject under, so a person who
 # signs in through the browser and through the API is one user.
 AUTH0_ID_KEY = "user_id"
@@ -28,6 +30,8 @@ def email_from_claims(claims: dict[str, Any]) -> str:
     if not isinstance(value, str):
         return ""
     value = value.strip()
+    if len(value) > MAX_EMAIL_LENGTH:
+        return ""
     try:
         validate_email(value)
     except ValidationError:

@@ -48,6 +48,10 @@ class AccessTokenSettings:
         )
 
 
+# The longest subject an account can be keyed by (social-auth's uid column).
+MAX_SUBJECT_LENGTH = 255
+
+
 def decode_access_token(token: str, config: AccessTokenSettings) -> dict[str, Any]:
     """The token's verified claims.
 
@@ -103,4 +107,7 @@ def decode_access_token(token: str, config: AccessTokenSettings) -> dict[str, An
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip():
         raise InvalidToken("The token's subject (sub) is empty.")
+    if len(subject) > MAX_SUBJECT_LENGTH:
+        # Auth0's subjects are far shorter; one this long is not one of the tenant's users.
+        raise InvalidToken(f"The token's subject (sub) is longer than {MAX_SUBJECT_LENGTH} characters.")
     return claims

@@ -138,6 +138,26 @@ def test_it_answers_400_to_json_nested_too_deeply(action: str, depth: int) -> No
     assert "nested too deeply" in error["message"]
 
 
+@pytest.mark.parametrize(
+    "body",
+    [b'{"parameters": {"prompt": "\\ud800"}}', b'{"parameters": {"\\udfff": 1}}', b'{"restore_id": ["\\ud83d"]}'],
+    ids=["value", "key", "nested"],
+)
+@pytest.mark.parametrize("action", ["restore", "animate", "select-restore"])
+def test_it_answers_400_to_a_string_with_a_lone_surrogate(action: str, body: bytes) -> None:
+    job = JobFactory.create(token="t")
+    client = APIClient(raise_request_exception=False)
+
+    response = client.post(
+        f"/api/v1/jobs/{job.id}/{action}", data=body, content_type="application/json", headers={"X-Job-Token": "t"}
+    )
+
+    error = assert_error(response, 400, "parse_error")
+    assert "surrogate" in error["message"]
+    # Nothing was stored that would make the job unreadable.
+    assert client.get(f"/api/v1/jobs/{job.id}", headers={"X-Job-Token": "t"}).status_code == 200
+
+
 @pytest.mark.parametrize("action", ["restore", "animate", "select-restore"])
 @pytest.mark.parametrize(
     "request_args",

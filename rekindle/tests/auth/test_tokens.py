@@ -112,6 +112,24 @@ def test_it_rejects_a_token_without_expiry_or_subject(client: APIClient, auth0_t
     _assert_invalid_token(_get(client, auth0_tenant.token(sub="  ")), "sub")
 
 
+def test_it_takes_a_subject_up_to_the_longest_an_account_can_have(client: APIClient, auth0_tenant: Auth0Tenant) -> None:
+    longest = "auth0|" + "a" * 249
+    assert _get(client, auth0_tenant.token(sub=longest)).status_code == 200
+    assert UserSocialAuth.objects.filter(uid=longest).exists()
+    _assert_invalid_token(_get(client, auth0_tenant.token(sub=longest + "b")), "255")
+    assert UserSocialAuth.objects.count() == 1
+
+
+def test_it_ignores_an_email_claim_longer_than_an_address_can_be(client: APIClient, auth0_tenant: Auth0Tenant) -> None:
+    # Well formed, but 300 characters: no mail server takes it and the user table holds 254.
+    too_long = "x" * 60 + "@" + ".".join(["d" * 58] * 4) + ".com"
+    assert len(too_long) > 254
+    token = auth0_tenant.token(sub="auth0|long-mail", **{"https://rekindle.example/email": too_long})
+
+    assert _get(client, token).status_code == 200
+    assert UserSocialAuth.objects.get(uid="auth0|long-mail").user.email == ""
+
+
 def test_it_rejects_a_token_signed_by_a_key_outside_the_jwks(client: APIClient, auth0_tenant: Auth0Tenant) -> None:
     forged = auth0_tenant.token(kid="key-1", key=rsa_key(1))
     _assert_invalid_token(_get(client, forged), "signature")
