@@ -132,3 +132,14 @@ def test_it_reads_a_job_in_the_same_number_of_queries_with_0_or_10_attempts(api_
     assert len(busy_body["restore_attempts"]) == 5
     assert len(busy_body["animation_attempts"]) == 5
     assert busy_count == empty_count == 3  # the job, its restores, its animations
+
+
+def test_it_keeps_every_api_answer_out_of_shared_caches(api_client: APIClient) -> None:
+    job = JobFactory.create(token="t")
+    answers = [
+        api_client.get(detail(job.id), headers={"X-Job-Token": "t"}),
+        api_client.get(detail(job.id)),  # the 404 too
+        api_client.get("/api/schema/"),
+    ]
+    for answer in answers:
+        assert set(answer["Cache-Control"].replace(" ", "").split(",")) >= {"private", "no-store"}
