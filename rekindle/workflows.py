@@ -106,6 +106,34 @@ class ParamSpec:
             return low + secrets.randbelow(high - low + 1)
         return self.default
 
+    def schema(self) -> dict[str, Any]:
+        """This parameter as an OpenAPI schema: what :meth:`check` accepts, as far as a schema can say it."""
+        schema: dict[str, Any]
+        if self.type == "int":
+            schema = {"type": "integer"}
+        elif self.type == "float":
+            schema = {"type": "number"}
+        elif self.type == "string":
+            # At least ``min_length`` characters besides white space, and no NUL anywhere.
+            pattern = r"^[^\x00]*\S[^\x00]*$" if self.min_length else r"^[^\x00]*$"
+            schema = {"type": "string", "maxLength": self.max_length, "pattern": pattern}
+            if self.min_length:
+                schema["minLength"] = self.min_length
+        else:
+            schema = {"enum": list(self.choices)}
+        if self.type in ("int", "float"):
+            if self.minimum is not None:
+                schema["minimum"] = self.minimum
+            if self.maximum is not None:
+                schema["maximum"] = self.maximum
+            if self.multiple_of:
+                schema["multipleOf"] = self.multiple_of
+        if self.random_default:
+            schema["description"] = "Random when left out (drawn once, kept for retries)."
+        elif self.default is not None:
+            schema["default"] = self.default
+        return schema
+
     def check(self, value: Any) -> tuple[Any, str | None]:
         """The value as the graph wants it, or an error message for people."""
         if self.type == "int":
@@ -158,6 +186,14 @@ class Workflow:
     description: str = ""
     # The production workflow this one stands in for on a machine without a GPU ("" for production ones).
     twin_of: str = ""
+
+    def parameters_schema(self) -> dict[str, Any]:
+        """The parameters a client may set, as an OpenAPI object schema (unknown keys are refused)."""
+        return {
+            "type": "object",
+            "properties": {name: spec.schema() for name, spec in self.params.items()},
+            "additionalProperties": False,
+        }
 
     @property
     def image_params(self) -> tuple[str, ...]:

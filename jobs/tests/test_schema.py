@@ -37,9 +37,11 @@ def test_it_documents_every_jobs_endpoint_with_its_body_and_errors(schema: dict[
     created = schema["components"]["schemas"]["JobCreated"]["properties"]
     assert {"token", "restore_attempts", "animation_attempts", "original_url"} <= set(created)
 
-    # 401 (a bad bearer token) and 403 (a session without CSRF) come from rekindle.openapi, for every operation.
-    assert set(detail["get"]["responses"]) == {"200", "401", "404"}
-    assert set(detail["delete"]["responses"]) == {"204", "401", "403", "404"}
+    # 401 (a bad bearer token), 503 (its keys unreachable) and 403 (a session without CSRF) come from
+    # rekindle.openapi, for every operation.
+    assert set(detail["get"]["responses"]) == {"200", "401", "404", "503"}
+    assert set(detail["delete"]["responses"]) == {"204", "401", "403", "404", "503"}
+    assert "auth_unavailable" in detail["get"]["responses"]["503"]["description"]
     assert _error_ref(detail["get"], "404") == "#/components/schemas/Error"
     parameters = {(p["in"], p["name"]) for p in detail["get"]["parameters"]}
     assert {("header", "X-Job-Token"), ("query", "token"), ("path", "job_id")} <= parameters
@@ -62,3 +64,14 @@ def test_it_serves_the_browsable_docs(api_client: APIClient) -> None:
     assert response.status_code == 200
     assert b"swagger-ui" in response.content
     assert b"/api/schema/" in response.content
+
+
+def test_it_documents_the_workflow_parameters_a_client_may_set(api_client: APIClient) -> None:
+    schemas = api_client.get("/api/schema/?format=json").json()["components"]["schemas"]
+    restore = schemas["RestoreInputRequest"]["properties"]["parameters"]
+    assert restore["additionalProperties"] is False
+    assert restore["properties"]["steps"] == {"type": "integer", "minimum": 1, "maximum": 50, "default": 20}
+    assert "seed" in restore["properties"]
+    animate = schemas["AnimateInputRequest"]["properties"]["parameters"]
+    assert animate["additionalProperties"] is False
+    assert {"seconds", "fps", "width", "height"} <= set(animate["properties"])
