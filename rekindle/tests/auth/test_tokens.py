@@ -124,7 +124,8 @@ def test_it_ignores_an_email_claim_longer_than_an_address_can_be(client: APIClie
     # Well formed, but 300 characters: no mail server takes it and the user table holds 254.
     too_long = "x" * 60 + "@" + ".".join(["d" * 58] * 4) + ".com"
     assert len(too_long) > 254
-    token = auth0_tenant.token(sub="auth0|long-mail", **{"https://rekindle.example/email": too_long})
+    email: dict[str, Any] = {"https://rekindle.example/email": too_long}
+    token = auth0_tenant.token(sub="auth0|long-mail", **email)
 
     assert _get(client, token).status_code == 200
     assert UserSocialAuth.objects.get(uid="auth0|long-mail").user.email == ""
