@@ -44,7 +44,9 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: while Playwright's sync API is open its event loop counts as running in
+# this thread, and Django refuses database calls from later tests of the same process.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         message = f"Chromium is not installed at {CHROMIUM} (apt-get install chromium; make test does it as root)"
