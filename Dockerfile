@@ -1,4 +1,5 @@
-# The web and worker image: one image, two commands (gunicorn for the API, rundramatiq for the workers).
+# The web and worker image: one image, two commands (gunicorn with uvicorn workers for the pages and the API,
+# rundramatiq for the workers).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -23,4 +24,5 @@ RUN DEBUG=true python manage.py collectstatic --noinput \
 
 USER rekindle
 EXPOSE 8000
-CMD ["gunicorn", "rekindle.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]
+# ASGI: a job page's live progress stream is a coroutine, not a worker held per viewer.
+CMD ["gunicorn", "rekindle.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]

@@ -1,4 +1,4 @@
-# The two commands: `make run` (serve a working API on embedded defaults) and `make test`.
+# The two commands: `make run` (serve the pages and the API on embedded defaults) and `make test`.
 # Both build the virtual environment first; nothing needs installing by hand.
 
 PYTHON ?= python3
@@ -14,8 +14,12 @@ PORT ?= 8000
 export
 # Development defaults for the embedded mode; .env or the environment override them.
 DEBUG ?= true
+# Links in emails name the port the server really listens on (PORT=18610 make run).
+SITE_URL ?= http://127.0.0.1:$(PORT)
+# The browser tests drive Debian's Chromium; nothing downloads a browser.
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: setup run worker test lint typecheck pytest bench requirements clean
+.PHONY: setup run worker test lint typecheck pytest browser bench requirements clean
 
 # requirements-dev.txt holds every package of requirements.txt too, at the same versions, all with hashes.
 $(STAMP): requirements.txt requirements-dev.txt
@@ -50,7 +54,17 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
-test: setup lint typecheck pytest
+# Debian's chromium package, when it is missing and we may install it (root, as in CI). Without it the
+# browser tests are skipped with a message, or fail when CI is set.
+browser:
+	@if [ ! -x "$(CHROMIUM)" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing Debian's chromium for the browser tests"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium \
+			|| echo "Could not install chromium"; \
+	fi
+	@test -x "$(CHROMIUM)" || echo "No Chromium at $(CHROMIUM): the browser tests will be skipped (or fail with CI set)"
+
+test: setup browser lint typecheck pytest
 
 bench: $(STAMP)
 	@echo "Benchmarks are run one by one: see bench/README.md"

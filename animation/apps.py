@@ -42,5 +42,6 @@ class AnimationConfig(AppConfig):
                 action="make your HD video",
                 label="HD",
                 output_fields=("result_key",),
+                parent_field="animation",
             )
         )

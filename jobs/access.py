@@ -4,7 +4,8 @@ Every endpoint under ``/api/v1/jobs/{id}`` loads its job through :func:`job_for_
 The token is shown once at upload and only its sha256 is stored. It comes in the
 ``X-Job-Token`` header, or the ``token`` query parameter. Links in emails carry instead a
 signed, expiring ``access`` parameter (:func:`job_link_access`), since the token is not
-known after upload.
+known after upload; a page that took it from its address sends it on in the
+``X-Job-Access`` header, so it is not written into access logs again.
 
 A caller who may not see a job gets the same 404 as for a job that does not exist
 (no token, another job's token, a malformed id, an unknown id), so the API never
@@ -22,6 +23,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core import signing
 from django.db.models import QuerySet
+from django.http import HttpRequest
 from rest_framework.request import Request
 
 from jobs.models import Job
@@ -31,6 +33,7 @@ TOKEN_HEADER = "X-Job-Token"  # noqa: S105  (a header name)
 TOKEN_QUERY_PARAM = "token"  # noqa: S105  (a parameter name)
 # The signed link in emails (see job_link_access).
 LINK_QUERY_PARAM = "access"
+LINK_HEADER = "X-Job-Access"
 _LINK_SALT = "rekindle.jobs.link-access"
 
 
@@ -48,8 +51,9 @@ def new_job_token() -> tuple[str, str]:
     return token, hash_token(token)
 
 
-def token_from_request(request: Request) -> str | None:
-    token = request.headers.get(TOKEN_HEADER) or request.query_params.get(TOKEN_QUERY_PARAM)
+def token_from_request(request: Request | HttpRequest) -> str | None:
+    # ``GET`` is the query string on Django's request and DRF's alike (DRF's ``query_params``).
+    token = request.headers.get(TOKEN_HEADER) or request.GET.get(TOKEN_QUERY_PARAM)
     return token.strip() if token and token.strip() else None
 
 
@@ -69,28 +73,44 @@ def job_link_access(job_id: str | uuid.UUID) -> str:
     return signed.split(":", 1)[1]  # the job id is in the link already
 
 
-def job_link_access_matches(job: Job, access: str | None) -> bool:
-    if not access:
-        return False
+def job_link_access_state(job_id: str | uuid.UUID, access: str | None) -> str:
+    """Whether ``access`` opens job ``job_id``: ``valid``, ``expired`` (it did, once) or ``invalid``.
+
+    Needs no database: the value is a signature of the id. The job page uses it to tell an
+    expired email link (offer a fresh one) from a mistyped one.
+    """
+    if not access or not access.strip():
+        return "invalid"
     max_age = timedelta(days=settings.JOB_LINK_MAX_AGE_DAYS)
     try:
-        signing.TimestampSigner(salt=_LINK_SALT).unsign(f"{job.id}:{access.strip()}", max_age=max_age)
-    except signing.BadSignature:  # also SignatureExpired
-        return False
-    return True
+        signing.TimestampSigner(salt=_LINK_SALT).unsign(f"{job_id}:{access.strip()}", max_age=max_age)
+    except signing.SignatureExpired:
+        return "expired"
+    except signing.BadSignature:
+        return "invalid"
+    return "valid"
 
 
-def can_access(request: Request, job: Job) -> bool:
+def job_link_access_matches(job: Job, access: str | None) -> bool:
+    return job_link_access_state(job.id, access) == "valid"
+
+
+def link_access_from_request(request: Request | HttpRequest) -> str | None:
+    access = request.headers.get(LINK_HEADER) or request.GET.get(LINK_QUERY_PARAM)
+    return access.strip() if access and access.strip() else None
+
+
+def can_access(request: Request | HttpRequest, job: Job) -> bool:
     user = request.user
     if user is not None and user.is_authenticated and job.owner_id is not None and job.owner_id == user.pk:
         return True
-    if job_link_access_matches(job, request.query_params.get(LINK_QUERY_PARAM)):
+    if job_link_access_matches(job, link_access_from_request(request)):
         return True
     return token_matches(job, token_from_request(request))
 
 
 def job_for_request(
-    request: Request,
+    request: Request | HttpRequest,
     job_id: str | uuid.UUID,
     *,
     queryset: QuerySet[Job] | None = None,

@@ -12,20 +12,30 @@ from typing import Any
 from django.conf import settings
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBase, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs.access import LINK_QUERY_PARAM, TOKEN_HEADER, TOKEN_QUERY_PARAM, job_for_request, token_from_request
+from jobs.access import (
+    LINK_HEADER,
+    LINK_QUERY_PARAM,
+    TOKEN_HEADER,
+    TOKEN_QUERY_PARAM,
+    job_for_request,
+    token_from_request,
+)
 from jobs.kinds import kind_named
+from jobs.live import job_event_stream
 from jobs.models import Job
+from jobs.notifications import job_link_email_send
 from jobs.selectors import job_detail_queryset, job_list_for_owner
 from jobs.serializers import (
     ErrorSerializer,
@@ -70,6 +80,12 @@ TOKEN_PARAMETERS = [
         OpenApiTypes.STR,
         OpenApiParameter.QUERY,
         description="The signed, expiring access code carried by the links in Rekindle's emails.",
+    ),
+    OpenApiParameter(
+        LINK_HEADER,
+        OpenApiTypes.STR,
+        OpenApiParameter.HEADER,
+        description=f"The same signed access code as `{LINK_QUERY_PARAM}`, for a page that keeps it out of URLs.",
     ),
 ]
 NOT_FOUND = _error("`not_found`: no such job, or it is not yours (the same answer either way).")
@@ -261,3 +277,87 @@ class JobClaimView(APIView):
         job = job_claim(job_id=job_id, user=request.user, token=token)  # type: ignore[arg-type]  # IsAuthenticated
         job = job_detail_queryset().get(pk=job.pk)
         return Response(JobSerializer(job, context={"request": request}).data)
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets a client ask for ``text/event-stream``; the stream itself is written by ``jobs.live``."""
+
+    media_type = "text/event-stream"
+    format = "event-stream"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        return JSONRenderer().render(data)
+
+
+EVENTS_DESCRIPTION = """Server-Sent Events with the live state of the job, while something is queued or running.
+
+Events, each `data` one JSON object:
+
+- `job`: `{"id", "selected_restore", "latest_animation"}`, first and whenever it changes.
+- `attempt`: `{"kind", "id", "parent", "status", "progress", "error"}` for every attempt of every kind
+  (`restore`, `animate_preview`, `animate_hd`; `parent` is the animation an HD run belongs to),
+  first and whenever one of those values changes; `error` is `{"code", "message"}` as in `GET /jobs/{id}`.
+- `end`: `{"reason"}`, then the stream closes: `settled` (nothing is queued or running: read
+  `GET /jobs/{id}` for the results), `deleted`, or `timeout` (open it again).
+
+A comment line (`: keep-alive`) comes every 15 seconds. Access is as for `GET /jobs/{id}`; send the
+token in `X-Job-Token` (or the email link's value in `X-Job-Access`) so it stays out of URLs.
+If the stream cannot be opened, poll `GET /jobs/{id}`."""
+
+
+class JobEventsView(APIView):
+    # JSON first: errors, and callers that ask for nothing in particular, get the API's error shape.
+    renderer_classes = [JSONRenderer, EventStreamRenderer]
+
+    @extend_schema(
+        operation_id="jobs_events",
+        summary="Follow a job live",
+        description=EVENTS_DESCRIPTION,
+        parameters=TOKEN_PARAMETERS,
+        responses={
+            (200, "text/event-stream"): OpenApiResponse(
+                OpenApiTypes.STR, description="The event stream (`event:` and `data:` lines, UTF-8)."
+            ),
+            404: NOT_FOUND,
+        },
+        tags=["jobs"],
+    )
+    def get(self, request: Request, job_id: str) -> HttpResponseBase:
+        # Runs in a thread for the access check only; the stream itself is a coroutine in the event loop.
+        job = job_for_request(request, job_id)
+        response = StreamingHttpResponse(job_event_stream(str(job.pk)), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache, private"
+        response["X-Accel-Buffering"] = "no"  # nginx and its kin: pass each event on at once
+        return response
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(response, Response):  # an error: always in the API's JSON shape
+            request.accepted_renderer = JSONRenderer()
+            request.accepted_media_type = JSONRenderer.media_type
+        return super().finalize_response(request, response, *args, **kwargs)
+
+
+class JobSendLinkView(APIView):
+    throttle_scope = "link"
+
+    @extend_schema(
+        operation_id="jobs_send_link",
+        summary="Email a fresh link to the job",
+        description=(
+            "For someone whose email link expired: a new link goes to the address the job was uploaded "
+            "with (at most one every few minutes per job). The answer is the same whether or not the job "
+            "exists, so it tells nobody anything."
+        ),
+        parameters=[OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH, description="The job's id.")],
+        request=None,
+        responses={
+            202: OpenApiResponse(description='Sent if the job exists: `{"message"}` says so in words.'),
+            429: _error("`throttled`: too many requests; see `Retry-After`."),
+        },
+        tags=["jobs"],
+    )
+    def post(self, request: Request, job_id: str) -> Response:
+        job_link_email_send(job_id=job_id)
+        message = "If this job still exists, a new link is on its way to the email address it was uploaded with."
+        return Response({"message": message}, status=status.HTTP_202_ACCEPTED)

@@ -13,6 +13,9 @@ cannot write its result over the new run's.
 Every kind of attempt (``jobs.kinds``) has the same fields, from ``jobs.models.Attempt``,
 so these functions work on any of them; the actor a message goes to is the kind's.
 
+Every transition and progress write is also announced to the job's viewers once it commits
+(``jobs.live.job_changed_on_commit``), for the live progress of the job page.
+
 Messages go to the broker only after the transaction that queued the attempt commits
 (``transaction.on_commit``) and carry the attempt's id alone. A failed send (Redis down)
 is logged and swallowed: the attempt stays queued with ``last_enqueued_at`` empty, and
@@ -34,6 +37,7 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from jobs.kinds import attempt_kinds, kind_of
+from jobs.live import job_changed, job_changed_on_commit
 from jobs.models import IN_FLIGHT_STATUSES, Attempt, AttemptStatus, Job
 from jobs.notifications import job_ready_email_send
 from rekindle.errors import Conflict
@@ -129,10 +133,16 @@ def attempt_send(model: type[Attempt], attempt_id: AttemptId) -> bool:
 
 
 def attempt_send_on_commit(attempt: Attempt) -> None:
-    """Send the attempt's message once the current transaction commits (at once outside one)."""
+    """Send the attempt's message once the current transaction commits (at once outside one), and say it is queued."""
     model = type(attempt)
     attempt_id = attempt.pk
-    transaction.on_commit(lambda: attempt_send(model, attempt_id))
+    job_id = attempt.job_id
+
+    def send() -> None:
+        attempt_send(model, attempt_id)
+        job_changed(job_id)
+
+    transaction.on_commit(send)
 
 
 # --- The worker's side: claim, renew, finish ------------------------------------
@@ -166,7 +176,9 @@ def attempt_claim(model: type[AttemptT], attempt_id: AttemptId) -> AttemptT | No
         if claimed != 1:
             return None
         # The UPDATE holds the row lock until commit: this reads exactly what it wrote.
-        return rows(model).get(pk=attempt_id)
+        attempt = rows(model).get(pk=attempt_id)
+        job_changed_on_commit(attempt.job_id)
+        return attempt
 
 
 def _fenced(attempt: AttemptT) -> QuerySet[AttemptT]:
@@ -184,7 +196,10 @@ def attempt_renew_lease(attempt: Attempt, *, progress: int | None = None) -> boo
     values: dict[str, Any] = {"lease_expires_at": _lease_until(timezone.now())}
     if progress is not None:
         values["progress"] = max(0, min(int(progress), 100))
-    return _fenced(attempt).update(**values) == 1
+    held = _fenced(attempt).update(**values) == 1
+    if held and progress is not None:
+        job_changed_on_commit(attempt.job_id)
+    return held
 
 
 def attempt_record_submission(attempt: Attempt, *, engine: str, node: str, prompt_id: str) -> bool:
@@ -218,6 +233,7 @@ def attempt_succeed(
         if on_success is not None:
             on_success()
         _notify_on_commit(attempt)
+        job_changed_on_commit(attempt.job_id)
     return True
 
 
@@ -242,6 +258,7 @@ def attempt_fail(
         if done != 1:
             return False
         _notify_on_commit(attempt)
+        job_changed_on_commit(attempt.job_id)
     return True
 
 
@@ -266,6 +283,8 @@ def attempt_retry_later(
         error_message=message,
         error_details=dict(details or {}),
     )
+    if done == 1:
+        job_changed_on_commit(attempt.job_id)
     return done == 1
 
 
@@ -348,6 +367,7 @@ def attempt_cancel(attempt: Attempt) -> bool:
             error_type="canceled",
             error_message="Canceled before it finished.",
         )
+        job_changed_on_commit(attempt.job_id)
         engine, node, prompt_id = row["engine"], row["node"], row["prompt_id"]
         if row["status"] == RUNNING and engine and node and prompt_id:
             transaction.on_commit(lambda: _interrupt(engine, node, prompt_id))
@@ -404,6 +424,7 @@ def attempt_handle_one_stuck(model: type[Attempt]) -> StuckOutcome | None:
                 error_details={"tries": attempt.tries},
             )
             _notify_on_commit(attempt)
+            job_changed_on_commit(attempt.job_id)
             return StuckOutcome(model, attempt.pk, "failed")
 
         attempt = unsent.select_for_update(skip_locked=True).order_by("queued_at").first()

@@ -67,6 +67,9 @@ class AttemptKind:
     admin_inline: str = ""
     # Rows matching this hold something a person paid for: their job is never purged for age.
     keeps_job: Q | None = None
+    # For a kind shown inside another kind's answer: the foreign key to that attempt ("animation"),
+    # which the job's live events name so a page can show the progress in the right place.
+    parent_field: str = ""
 
     def rows(self) -> Any:
         """Every row of the kind's model (a QuerySet of ``model``)."""

@@ -13,8 +13,10 @@ put in the link, and the signed value works in its place for ``JOB_LINK_MAX_AGE_
 from __future__ import annotations
 
 import logging
+import uuid
 
 from django.conf import settings
+from django.core.cache import caches
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.utils import timezone
@@ -83,4 +85,40 @@ def job_ready_email_send(*, attempt: Attempt, force: bool = False) -> bool:
         return False
     if force:
         rows.filter(pk=attempt.pk).update(notified_at=now)
+    return True
+
+
+def job_link_email_send(*, job_id: str) -> bool:
+    """Email a fresh link to the job's own address (someone's link expired); True when one went out.
+
+    Anyone may ask, so it says nothing about whether the job exists, sends only to the address
+    the job was uploaded with, and at most once per ``JOB_LINK_RESEND_MINUTES`` per job.
+    """
+    try:
+        pk = uuid.UUID(str(job_id))
+    except ValueError:
+        return False
+    job = Job.objects.filter(pk=pk).first()
+    if job is None:
+        return False
+    cache = caches[settings.THROTTLE_CACHE]
+    key = f"job-link-resend:{job.pk}"
+    try:
+        if not cache.add(key, 1, timeout=int(settings.JOB_LINK_RESEND_MINUTES) * 60):
+            return False
+    except Exception:
+        logger.warning("Could not count link resends of job %s; sending anyway", job.pk, exc_info=True)
+    context = {"link": job_link(job), "link_days": settings.JOB_LINK_MAX_AGE_DAYS, "job": job}
+    subject = render_to_string("emails/job_link_subject.txt", context).strip()
+    context["subject"] = subject
+    message = EmailMultiAlternatives(
+        subject=subject, body=render_to_string("emails/job_link.txt", context), to=[job.email]
+    )
+    message.attach_alternative(render_to_string("emails/job_link.html", context), "text/html")
+    try:
+        message.send()
+    except Exception:
+        logger.warning("Could not email a fresh link for job %s", job.pk, exc_info=True)
+        cache.delete(key)
+        return False
     return True

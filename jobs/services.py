@@ -11,6 +11,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from jobs.access import JobNotFound, new_job_token, token_matches
+from jobs.live import job_changed_on_commit
 from jobs.models import Job
 from rekindle import storage
 from rekindle.errors import Conflict
@@ -127,3 +128,5 @@ def job_delete(*, job: Job) -> None:
     with transaction.atomic():
         job.delete()
         transaction.on_commit(lambda: cleanup_job_s3_files.send(job_id))
+        # Open pages of the job learn it is gone.
+        job_changed_on_commit(job_id)

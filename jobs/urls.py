@@ -13,4 +13,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
     path("jobs/upload", api.JobUploadView.as_view(), name="jobs-upload"),
     path("jobs/<str:job_id>", api.JobDetailView.as_view(), name="jobs-detail"),
     path("jobs/<str:job_id>/claim", api.JobClaimView.as_view(), name="jobs-claim"),
+    path("jobs/<str:job_id>/events", api.JobEventsView.as_view(), name="jobs-events"),
+    path("jobs/<str:job_id>/send-link", api.JobSendLinkView.as_view(), name="jobs-send-link"),
 ]

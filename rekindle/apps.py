@@ -9,3 +9,6 @@ class RekindleConfig(AppConfig):
         # Registers the bearer-token scheme with drf-spectacular; it cannot be imported
         # from the authentication module, which DRF loads while its views are loading.
         import rekindle.auth.schema  # noqa: F401
+        from rekindle import log_redaction
+
+        log_redaction.install()

@@ -65,6 +65,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files (the pages' and the admin's) straight from the app, before anything else runs.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "rekindle.private_answers.private_api_answers",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -138,6 +140,8 @@ MEDIA_URL = "/media/"
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
+# In development the files are served from the source folders; in production from STATIC_ROOT (collectstatic).
+WHITENOISE_USE_FINDERS = DEBUG
 
 if AWS_STORAGE_BUCKET_NAME:
     _default_storage = {
@@ -278,9 +282,24 @@ ANIMATION_TIME_LIMIT_SECONDS = env_int("ANIMATION_TIME_LIMIT_SECONDS", 30 * 60, 
 HD_TIME_LIMIT_SECONDS = env_int("HD_TIME_LIMIT_SECONDS", 70 * 60, minimum=10)
 # Emails link to the job with a signed job id that the API accepts as the job's token for this many days.
 JOB_LINK_MAX_AGE_DAYS = env_int("JOB_LINK_MAX_AGE_DAYS", 30, minimum=1)
-# Where those emails link: {job_id} and {access} are filled in. Point it at the frontend's job page,
-# which passes ``access`` on to the API; by default it is the API's own view of the job.
-JOB_LINK_URL = env_str("JOB_LINK_URL", SITE_URL + "/api/v1/jobs/{job_id}?access={access}")
+# Where those emails link: {job_id} and {access} are filled in. By default the job page this server
+# serves (/j/<id>); point it at an external frontend's job page, which passes ``access`` on to the API.
+JOB_LINK_URL = env_str("JOB_LINK_URL", SITE_URL + "/j/{job_id}?access={access}")
+# Someone whose link expired may have a fresh one emailed to the job's address at most this often.
+JOB_LINK_RESEND_MINUTES = env_int("JOB_LINK_RESEND_MINUTES", 10, minimum=1)
+
+# --- Live progress (GET /api/v1/jobs/{id}/events, jobs/live.py) ----------------
+# Without Redis each web process reads an open job's state this often (seconds); with Redis the
+# changes are published and the state is read this often too only in case one was lost.
+LIVE_POLL_SECONDS = env_float("LIVE_POLL_SECONDS", 0.5, minimum=0.05)
+LIVE_RESYNC_SECONDS = env_float("LIVE_RESYNC_SECONDS", 10.0, minimum=0.1)
+# A comment goes down an idle stream this often, so proxies keep it open; a stream lasts at most this long.
+LIVE_KEEPALIVE_SECONDS = env_float("LIVE_KEEPALIVE_SECONDS", 15.0, minimum=0.1)
+LIVE_STREAM_MAX_SECONDS = env_float("LIVE_STREAM_MAX_SECONDS", 900.0, minimum=1.0)
+
+# --- Pages ------------------------------------------------------------------------
+# Origins besides this one and the S3 endpoint that the pages' images and videos may come from (a CDN).
+CSP_MEDIA_ORIGINS = env_list("CSP_MEDIA_ORIGINS")
 
 # --- Email ------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
@@ -391,6 +410,7 @@ CORS_ALLOW_HEADERS = (
     "user-agent",
     "x-requested-with",
     "x-job-token",
+    "x-job-access",
 )
 CORS_EXPOSE_HEADERS = ["Retry-After"]
 
@@ -430,6 +450,8 @@ THROTTLE_RATES = {
     "restore_ip": _env_rate("THROTTLE_RESTORE_IP_RATE", "120/hour"),
     "animate_user": _env_rate("THROTTLE_ANIMATE_RATE", "20/hour"),
     "animate_ip": _env_rate("THROTTLE_ANIMATE_IP_RATE", "40/hour"),
+    "link_user": _env_rate("THROTTLE_LINK_RATE", "10/hour"),
+    "link_ip": _env_rate("THROTTLE_LINK_IP_RATE", "20/hour"),
 }
 THROTTLE_CACHE = "throttle"
 REST_FRAMEWORK["DEFAULT_THROTTLE_CLASSES"] = [
@@ -475,6 +497,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Email links' access values and job tokens never reach a log line (rekindle/log_redaction.py).
+    "filters": {"redact": {"()": "rekindle.log_redaction.RedactSecrets"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
 }

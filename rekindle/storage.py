@@ -9,8 +9,10 @@ The key layout is the original service's and must not change (files already stor
     thumbnails/{job_id}/{timestamp_id}.jpg          animation thumbnails
 
 The database stores keys only. URLs are made on demand by :func:`url_for`: a presigned
-GET that expires after ``AWS_QUERYSTRING_EXPIRE`` seconds on S3, or a media URL made
-absolute (from the request, else ``SITE_URL``) on local file storage.
+GET that expires after ``AWS_QUERYSTRING_EXPIRE`` seconds on S3, or on local file storage a
+media URL made absolute from the request, or left relative to the server's root when there is
+no request (the admin's lists): either way it follows the server the page came from, whatever
+its port, instead of pointing at ``SITE_URL``.
 
 ``{timestamp_id}`` is the attempt's (``jobs.attempts.attempt_timestamp_id``): UTC to the
 microsecond, then four hex digits, so a job's outputs sort in creation order.
@@ -33,7 +35,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, TypeVar
 
-from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage, default_storage
 from django.http import HttpRequest
@@ -222,14 +223,15 @@ def delete_key(key: str) -> None:
 
 
 def url_for(key: str, request: HttpRequest | None = None) -> str:
-    """A URL a client can fetch ``key`` from: presigned and short-lived on S3, absolute media URL locally."""
+    """A URL a client can fetch ``key`` from: presigned and short-lived on S3; locally the media URL,
+    absolute from the request when there is one, else relative to the root (``/media/...``)."""
     store = storage()
     url = store.url(key)
     if url.startswith(("http://", "https://")):
         return url
     if request is not None:
         return request.build_absolute_uri(url)
-    return f"{settings.SITE_URL}{url}"
+    return url
 
 
 def url_or_none(key: str, request: HttpRequest | None = None) -> str | None:

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SCOPES = ("upload", "restore", "animate")
+SCOPES = ("upload", "restore", "animate", "link")
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

@@ -1,4 +1,4 @@
-"""Top-level URL configuration: the API under /api/v1/, its schema and docs, the admin, browser login under /auth/."""
+"""Top-level URL configuration: the pages, the API under /api/v1/ with its schema and docs, the admin, /auth/."""
 
 from django.conf import settings
 from django.contrib import admin
@@ -17,6 +17,8 @@ urlpatterns = [
     path("api/v1/", include("animation.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # The upload page (/) and the job page the emails link to (/j/<id>).
+    path("", include("jobs.page_urls")),
 ]
 
 if settings.DEBUG and not settings.AWS_STORAGE_BUCKET_NAME:

@@ -12,6 +12,7 @@ from django.db import transaction
 from PIL import Image, UnidentifiedImageError
 
 from jobs.attempts import attempt_send_on_commit, attempt_timestamp_id, job_lock_for_new_attempt
+from jobs.live import job_changed_on_commit
 from jobs.models import AttemptStatus, Job
 from jobs.runner import BadInput, RunContext, RunOutput, attempt_process, workflow_for_run
 from rekindle import storage
@@ -50,6 +51,7 @@ def restore_select(*, job: Job, restore_id: uuid.UUID | str) -> Job:
         if restore is None:
             raise RestoreNotSelectable(details={"restore_id": str(restore_id)})
         Job.objects.filter(pk=job.pk).update(selected_restore=restore)
+        job_changed_on_commit(job.pk)
     job.selected_restore = restore
     return job
 

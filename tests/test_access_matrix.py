@@ -15,13 +15,16 @@ past the status where it matters.
 from __future__ import annotations
 
 import io
+import json
 import re
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core import mail
 from django.urls import URLPattern, URLResolver, get_resolver
 from PIL import Image
 from rest_framework.test import APIClient
@@ -96,6 +99,31 @@ def _check_deleted(world: World, actor: str, body: Any) -> None:
     assert not Job.objects.filter(pk=world.job.pk).exists()
 
 
+def _check_events(world: World, actor: str, body: Any) -> None:
+    # Nothing is in flight: the state once, then the end.
+    assert body["job"] == [{"id": str(world.job.id), "selected_restore": None, "latest_animation": None}]
+    assert body["end"] == [{"reason": "settled"}]
+
+
+def _check_link_sent(world: World, actor: str, body: Any) -> None:
+    # Whoever asks, the link goes only to the job's own address.
+    assert [message.to for message in mail.outbox] == [[world.job.email]]
+
+
+def _stream_body(response: Any) -> dict[str, list[Any]]:
+    """The events of a finished Server-Sent Events answer, by name."""
+    events: dict[str, list[Any]] = {}
+    with warnings.catch_warnings():
+        # The test client is synchronous: it reads the stream to its end, which Django warns about.
+        warnings.simplefilter("ignore")
+        text = b"".join(response).decode()
+    for block in text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        if "event" in fields:
+            events.setdefault(fields["event"], []).append(json.loads(fields["data"]))
+    return events
+
+
 def _succeeded_restore(world: World) -> None:
     world.extra["restore"] = RestoreAttemptFactory.create(job=world.job, succeeded=True)
 
@@ -129,6 +157,11 @@ MATRIX: dict[tuple[str, str], Row] = {
         204, 404, 204, 404, 404, 404, check={204: _check_deleted, 404: _check_still_there}
     ),
     ("POST", "jobs/<str:job_id>/claim"): row(200, 404, 401, 401, 401, 404, check={404: _check_still_there}),
+    # The stream's database reads run in other threads: they see committed rows only.
+    ("GET", "jobs/<str:job_id>/events"): row(
+        200, 404, 200, 404, 404, 404, check={200: _check_events}, transaction=True
+    ),
+    ("POST", "jobs/<str:job_id>/send-link"): row(202, 202, 202, 202, 202, 202, check={202: _check_link_sent}),
     ("POST", "jobs/<str:job_id>/restore"): row(202, 404, 202, 404, 404, 404, data=lambda w: {"parameters": {}}),
     ("POST", "jobs/<str:job_id>/select-restore"): row(
         200, 404, 200, 404, 404, 404, prepare=_succeeded_restore, data=lambda w: {"restore_id": w.extra["restore"].id}
@@ -222,7 +255,10 @@ def test_it_answers_each_caller_as_the_matrix_says(world: World, method: str, ro
 
     expected = spec.expect[actor]
     assert response.status_code == expected, response.content[:500]
-    body: Any = response.json() if response.content else None
+    if response.streaming:
+        body: Any = _stream_body(response)
+    else:
+        body = response.json() if response.content else None
     if expected >= 400:
         assert set(body["error"]) >= {"code", "message"}
     if expected == 401:

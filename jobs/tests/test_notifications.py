@@ -57,10 +57,14 @@ def test_it_links_to_the_job_with_an_access_value_the_api_accepts() -> None:
     path = link.group(0).split("://", 1)[1].split("/", 1)[1]
     client = APIClient()
 
-    assert client.get(f"/{path}").status_code == 200
-    assert client.get(f"/{path}x").status_code == 404
+    # The job page, which hands the access value on to the API.
+    assert path.startswith(f"j/{attempt.job_id}?access=")
+    assert 'data-link-state="valid"' in client.get(f"/{path}").content.decode()
+    query = path.split("?", 1)[1]
+    assert client.get(f"/api/v1/jobs/{attempt.job_id}?{query}").status_code == 200
+    assert client.get(f"/api/v1/jobs/{attempt.job_id}?{query}x").status_code == 404
     other = RestoreAttemptFactory.create(failed=True)
-    assert client.get(f"/api/v1/jobs/{other.job_id}?{path.split('?', 1)[1]}").status_code == 404
+    assert client.get(f"/api/v1/jobs/{other.job_id}?{query}").status_code == 404
 
 
 def test_it_says_when_the_local_development_engine_made_the_result() -> None:

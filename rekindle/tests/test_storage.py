@@ -100,12 +100,13 @@ def test_it_refuses_to_save_under_another_name_when_the_storage_would_not_overwr
     assert storage.read_bytes(key) == b"first"
 
 
-def test_it_makes_absolute_media_urls_locally(settings: Settings) -> None:
-    settings.SITE_URL = "https://rekindle.example"
+def test_it_makes_media_urls_that_follow_the_server_locally(settings: Settings) -> None:
+    # SITE_URL names another port: local media links must not point there (PORT=18610 make run).
+    settings.SITE_URL = "http://127.0.0.1:8000"
     key = storage.processed_key(JOB, "jpg")
-    assert storage.url_for(key) == f"https://rekindle.example/media/{key}"
-    request = RequestFactory().get("/api/v1/jobs/x", HTTP_HOST="127.0.0.1:8000")
-    assert storage.url_for(key, request) == f"http://127.0.0.1:8000/media/{key}"
+    assert storage.url_for(key) == f"/media/{key}"
+    request = RequestFactory().get("/api/v1/jobs/x", HTTP_HOST="127.0.0.1:18610")
+    assert storage.url_for(key, request) == f"http://127.0.0.1:18610/media/{key}"
     assert storage.url_or_none("", request) is None
 
 

@@ -96,7 +96,7 @@ def test_it_restores_stores_the_result_at_its_key_and_selects_it(worker: dramati
     assert job.selected_restore_id == attempt.pk
     assert len(mail.outbox) == 1
     assert "is ready" in mail.outbox[0].subject
-    assert f"/api/v1/jobs/{job.id}?access=" in mail.outbox[0].body
+    assert f"/j/{job.id}?access=" in mail.outbox[0].body
 
 
 def test_it_does_nothing_for_a_message_delivered_twice(worker: dramatiq.Worker) -> None:

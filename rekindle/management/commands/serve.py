@@ -1,17 +1,22 @@
-"""Serve the API; without Redis, also run the Dramatiq worker in this process (the embedded mode)."""
+"""Serve the pages and the API through ASGI (uvicorn); without Redis, also run the Dramatiq worker in this process.
+
+The embedded mode of ``make run``: one process, SQLite, local files, the local engine. Served as
+in production, through ASGI, so the live progress stream of the job page is a coroutine there too
+(Django's development server would hold a thread per viewer and buffers async streams).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import dramatiq
+import uvicorn
 from django.conf import settings
-from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 
 class Command(BaseCommand):
-    help = "Serve the API on 127.0.0.1; with no REDIS_URL, background work runs in-process."
+    help = "Serve the pages and the API on 127.0.0.1 (uvicorn); with no REDIS_URL, background work runs in-process."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
@@ -27,8 +32,19 @@ class Command(BaseCommand):
         else:
             self.stdout.write("Background work goes to Redis: start `manage.py rundramatiq` for the workers.")
         self.stdout.write(f"Processing engine: {settings.REKINDLE_ENGINE}")
+        self.stdout.write(f"Open http://{host}:{port}/ in a browser (the API is under /api/v1/, staff at /admin/).")
+        self.stdout.flush()
+        config = uvicorn.Config(
+            "rekindle.asgi:application",
+            host=host,
+            port=port,
+            # Django's LOGGING (with the filter that keeps access values out of the access log).
+            log_config=None,
+            lifespan="off",
+            timeout_graceful_shutdown=5,
+        )
         try:
-            call_command("runserver", f"{host}:{port}", use_reloader=False)
+            uvicorn.Server(config).run()
         finally:
             if worker is not None:
                 worker.stop()
