@@ -52,6 +52,7 @@ from jobs.attempts import (
 )
 from jobs.kinds import kind_of
 from jobs.models import Attempt
+from rekindle.bounded import give_back_freed_memory
 from rekindle.engines import get_engine
 from rekindle.engines.base import (
     EngineCanceled,
@@ -259,6 +260,8 @@ def attempt_process(model: type[AttemptT], attempt_id: str) -> str:
         return outcome
     finally:
         heartbeat.stop()
+        # What the run decoded and encoded is freed by now; this thread's malloc arena would keep it.
+        give_back_freed_memory()
 
     if heartbeat.lost.is_set() or not attempt_succeed(attempt, values=output.values, on_success=output.on_success):
         logger.info("%s attempt %s: claim lost before the result was recorded", kind.name, attempt_id)

@@ -106,3 +106,27 @@ def run_bounded(func: Callable[..., T], *args: Any, seconds: float, memory_bytes
     if kind == "error":
         raise value
     return value  # type: ignore[no-any-return]
+
+
+_libc: Any = None
+
+
+def give_back_freed_memory() -> None:
+    """Hand the memory a finished step freed back to the system (glibc's ``malloc_trim``; elsewhere nothing).
+
+    A worker thread allocates from a malloc arena of its own, and glibc returns freed
+    space in a thread's arena to the system only when asked: after one 50 MP restore a
+    worker kept about 600 MB it no longer used, for good. Cheap (milliseconds); called
+    after each attempt's run.
+    """
+    global _libc
+    if _libc is None:
+        try:
+            import ctypes
+
+            _libc = ctypes.CDLL("libc.so.6")
+            _libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc:
+        _libc.malloc_trim(0)
