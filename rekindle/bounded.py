@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import resource
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -62,13 +63,27 @@ def _child(conn: Connection, func: Callable[..., Any], args: tuple[Any, ...], me
     try:
         result = func(*args)
     except MemoryError:
-        conn.send(("memory", None))
+        conn.send(("memory", None, _peak_resident()))
     except BaseException as exc:  # the parent re-raises it; nothing may be lost here
-        conn.send(("error", exc))
+        conn.send(("error", exc, _peak_resident()))
     else:
-        conn.send(("ok", result))
+        conn.send(("ok", result, _peak_resident()))
     finally:
         conn.close()
+
+
+def _peak_resident() -> int:
+    """The child's peak resident memory in bytes (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+_last = threading.local()
+
+
+def last_peak_resident_bytes() -> int | None:
+    """The peak resident memory of this thread's last bounded step (for benchmarks and logs), if it reported one."""
+    peak: int | None = getattr(_last, "peak", None)
+    return peak
 
 
 def run_bounded(func: Callable[..., T], *args: Any, seconds: float, memory_bytes: int) -> T:
@@ -89,7 +104,7 @@ def run_bounded(func: Callable[..., T], *args: Any, seconds: float, memory_bytes
             if time.monotonic() >= deadline:
                 raise BoundExceeded("time", f"over {seconds:g} s")
         try:
-            kind, value = receiver.recv()
+            kind, value, _last.peak = receiver.recv()
         except EOFError:
             process.join(timeout=5)
             # Killed by the kernel (out of memory) or crashed in native code.

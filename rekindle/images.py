@@ -303,14 +303,26 @@ def _to_srgb(image: Image.Image, icc: bytes | None) -> Image.Image:
     return converted if converted is not None else image
 
 
+# Rows flattened at a time: the RGB copy of a transparent photo is made a strip at a time.
+_FLATTEN_ROWS = 256
+
+
 def _flatten(image: Image.Image) -> Image.Image:
-    """RGB, with any transparency laid over white (pasted through the alpha: no second RGBA copy)."""
-    if image.mode in _ALPHA_MODES:
-        alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else image.convert("RGBA").getchannel("A")
-        flat = Image.new("RGB", image.size, (255, 255, 255))
-        flat.paste(image.convert("RGB"), mask=alpha)
-        return flat
-    return image if image.mode == "RGB" else image.convert("RGB")
+    """RGB, with any transparency laid over white.
+
+    A transparent photo is converted a strip of rows at a time into one RGB image, so the
+    largest one (50 MP RGBA: 200 MB of pixels) needs its RGB result and a strip on top
+    of itself, not two more full copies.
+    """
+    if image.mode not in _ALPHA_MODES:
+        return image if image.mode == "RGB" else image.convert("RGB")
+    width, height = image.size
+    flat = Image.new("RGB", image.size, (255, 255, 255))
+    for top in range(0, height, _FLATTEN_ROWS):
+        box = (0, top, width, min(height, top + _FLATTEN_ROWS))
+        strip = image.crop(box).convert("RGBA")
+        flat.paste(strip.convert("RGB"), box[:2], mask=strip.getchannel("A"))
+    return flat
 
 
 def normalize_file(source_path: str, output_path: str, limits: Limits) -> tuple[str, str, int, int, int, str]:
@@ -319,21 +331,25 @@ def normalize_file(source_path: str, output_path: str, limits: Limits) -> tuple[
     Returns ``(format, source_format, width, height, size, sha256)``; raises the errors
     above. Reads no settings: :func:`normalize_image` runs it in a bounded child process.
     """
-    with open(source_path, "rb") as fp, _open_checked(fp, limits) as source:
-        source_format = str(source.format)
-        icc = source.info.get("icc_profile")
+    with open(source_path, "rb") as fp:
+        # Not a ``with`` on the image: each step below replaces ``image``, and the previous
+        # copy of the pixels must be free to go (a context manager would hold the first).
+        image: Image.Image = _open_checked(fp, limits)
+        source_format = str(image.format)
+        icc = image.info.get("icc_profile")
+        size = image.size
         try:
-            source.load()
-            image: Image.Image = _upright(source)
+            image.load()
+            image = _upright(image)
             image = _to_eight_bit(image)
             image = _to_srgb(image, icc if isinstance(icc, bytes) else None)
             image = _flatten(image)
         except Image.DecompressionBombError:
-            raise _too_large(source.size, limits) from None
+            raise _too_large(size, limits) from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
             raise InvalidImage(details={"reason": str(exc)[:200]}) from None
         # Encoders copy some metadata (comments, ICC) from ``info``; with it empty they
-        # write none (the source's own info is what was uploaded, cleared with it).
+        # write none.
         image.info = {}
         out_format = "jpeg" if source_format in LOSSY_FORMATS else "png"
         with open(output_path, "wb") as output:
@@ -342,6 +358,7 @@ def normalize_file(source_path: str, output_path: str, limits: Limits) -> tuple[
             else:
                 image.save(output, "PNG", compress_level=6)
         width, height = image.size
+        del image
     digest = hashlib.sha256()
     with open(output_path, "rb") as written:
         for chunk in iter(lambda: written.read(1024 * 1024), b""):

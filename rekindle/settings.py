@@ -165,7 +165,7 @@ UPLOAD_MIN_SIDE = env_int("UPLOAD_MIN_SIDE", 32, minimum=1)
 UPLOAD_MAX_ASPECT = env_float("UPLOAD_MAX_ASPECT", 8.0, minimum=1.0)
 # Decoding and normalizing an upload runs in a child process with these bounds; a file that needs
 # more (a crafted decompression bomb) is a 400 image_too_complex, never a killed web process.
-UPLOAD_DECODE_SECONDS = env_float("UPLOAD_DECODE_SECONDS", 30.0, minimum=1.0)
+UPLOAD_DECODE_SECONDS = env_float("UPLOAD_DECODE_SECONDS", 60.0, minimum=1.0)
 UPLOAD_DECODE_MEMORY_MB = env_int("UPLOAD_DECODE_MEMORY_MB", 1024, minimum=64)
 # Request bodies are always streamed to a temporary file, never held in memory.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0

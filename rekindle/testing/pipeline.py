@@ -52,8 +52,12 @@ def free_port() -> int:
         return port
 
 
-def wait_for(condition: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.1, what: str = "") -> Any:
-    """Poll ``condition`` until it returns something truthy, and return that; fail the test after ``timeout``."""
+def wait_for(condition: Callable[[], Any], *, timeout: float = 180.0, interval: float = 0.1, what: str = "") -> Any:
+    """Poll ``condition`` until it returns something truthy, and return that; fail the test after ``timeout``.
+
+    The timeout only says when to give up on something that is not coming: generous, because the
+    two cores may be shared with other work (an HD run on the stand-in then takes a minute).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()

@@ -22,7 +22,7 @@ def _one_per_hour(settings: Any, scope: str, kind: str) -> None:
 
 def _photo() -> io.BytesIO:
     buffer = io.BytesIO()
-    Image.new("RGB", (32, 24), (120, 90, 60)).save(buffer, "JPEG")
+    Image.new("RGB", (64, 48), (120, 90, 60)).save(buffer, "JPEG")
     buffer.seek(0)
     buffer.name = "photo.jpg"
     return buffer
