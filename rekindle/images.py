@@ -337,7 +337,7 @@ def normalize_file(source_path: str, output_path: str, limits: Limits) -> tuple[
         image: Image.Image = _open_checked(fp, limits)
         source_format = str(image.format)
         icc = image.info.get("icc_profile")
-        size = image.size
+        dimensions = image.size
         try:
             image.load()
             image = _upright(image)
@@ -345,7 +345,7 @@ def normalize_file(source_path: str, output_path: str, limits: Limits) -> tuple[
             image = _to_srgb(image, icc if isinstance(icc, bytes) else None)
             image = _flatten(image)
         except Image.DecompressionBombError:
-            raise _too_large(size, limits) from None
+            raise _too_large(dimensions, limits) from None
         except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
             raise InvalidImage(details={"reason": str(exc)[:200]}) from None
         # Encoders copy some metadata (comments, ICC) from ``info``; with it empty they
