@@ -70,6 +70,9 @@ class NodeError(Exception):
 class NodeDown(NodeError):
     """The node did not answer (``status`` None), or answered with a server error: it is not usable now."""
 
+    # The call timed out rather than being refused or reset: the process is there but silent.
+    timed_out: bool = False
+
     @property
     def answered(self) -> bool:
         """Whether an HTTP answer came at all (a failing server rather than an absent one)."""
@@ -176,7 +179,10 @@ class ComfyNodeClient:
                 **kwargs,
             )
         except requests.RequestException as exc:
-            raise NodeDown(self.base_url, route, f"{route}: {type(exc).__name__}: {exc}") from exc
+            down = NodeDown(self.base_url, route, f"{route}: {type(exc).__name__}: {exc}")
+            # No answer in time (the server took the connection and said nothing): hung, or only slow.
+            down.timed_out = isinstance(exc, requests.Timeout)
+            raise down from exc
         status = response.status_code
         if status < 400 or status in own:
             return response

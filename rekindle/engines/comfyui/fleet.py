@@ -329,7 +329,9 @@ class RedisNodeScheduler:
                 self.mark_busy(url, exc.retry_after, exc.reason)
                 continue
             except NodeDown as exc:
-                self.mark_down(url, exc.reason)
+                # A slow answer is no verdict (a heavy node can hold the HTTP loop): the runs' own polls decide.
+                if not exc.timed_out:
+                    self.mark_down(url, exc.reason)
                 continue
             except NodeError:
                 continue

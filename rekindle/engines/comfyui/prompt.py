@@ -153,6 +153,7 @@ class PromptRun:
         # When the node started executing our prompt (monotonic), as the socket or a poll first showed it.
         self.executing_since: float | None = None
         self._uploaded: list[str] = []
+        self._silent_checks = 0
 
     # --- the whole try ---------------------------------------------------------------
     def run(self, build_graph: GraphBuilder, images: Sequence[InputImage]) -> EngineResult:
@@ -354,7 +355,9 @@ class PromptRun:
             return None
         except NodeDown as exc:
             self._poll_failures += 1
-            if exc.answered and self._poll_failures < self.config.poll_failures:
+            # A server error, or a timeout (hung, or only slow): a few in a row before the run leaves;
+            # a refused or reset connection (the process is gone) at once.
+            if (exc.answered or exc.timed_out) and self._poll_failures < self.config.poll_failures:
                 logger.warning(
                     "Polling %s for %s failed (%d in a row): %s",
                     self.url,
@@ -423,16 +426,22 @@ class PromptRun:
         return {"node": self.url, "prompt_id": self.prompt_id, **extra}
 
     def _check_alive(self) -> None:
-        """Move on at once when the node does not answer a short /queue (it hung); a slow answer is fine."""
+        """Move on when the node does not answer a short /queue ``poll_failures`` times in a row (it hung), at
+        once when it refuses the connection (it is gone); a slow answer is fine. A node busy with a heavy
+        node may keep its HTTP loop waiting a few seconds: one timeout is no verdict."""
         try:
             queue = self.client.queue(timeout=self.config.probe_timeout)
         except NodeDown as exc:
             if exc.answered:
                 return  # a failing answer is the polls' business
+            self._silent_checks += 1
+            if exc.timed_out and self._silent_checks < self.config.poll_failures:
+                return
             logger.warning("ComfyUI node %s does not answer while it runs %s: %s", self.url, self.prompt_id, exc.reason)
             raise MoveOn("down", exc.reason, error=exc, stopped=self.stop()) from None
         except NodeError:
             return
+        self._silent_checks = 0
         self.scheduler.note_queue(self.url, len(queue))
         if self.prompt_id in queue.running and self.executing_since is None:
             self.executing_since = time.monotonic()

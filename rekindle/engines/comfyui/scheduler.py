@@ -463,7 +463,9 @@ class LocalNodeScheduler:
             try:
                 queue = node.client.queue(timeout=self.config.probe_timeout)
             except NodeError as exc:
-                self._learned(node.url, exc)
+                # A slow answer is no verdict (a heavy node can hold the HTTP loop): the runs' own polls decide.
+                if not getattr(exc, "timed_out", False):
+                    self._learned(node.url, exc)
                 continue
             self.note_queue(node.url, len(queue))
 

@@ -308,7 +308,9 @@ def test_it_notices_a_hung_node_in_seconds_and_stops_our_prompt_there_when_it_wa
     first.set_faults(sampler_seconds=30)
     # Production's socket and HTTP timeouts: 30 s of silence, then a 60 s /history, is what it took before;
     # the run's 40 s would not last that long.
-    pool = fleet([first, second], socket_quiet_seconds=30.0, http_timeout=60.0, stop_confirm_seconds=2.0)
+    pool = fleet(
+        [first, second], socket_quiet_seconds=30.0, http_timeout=60.0, stop_confirm_seconds=2.0, probe_timeout=1.0
+    )
     process = first.process
     assert process is not None
     hung: list[str] = []

@@ -303,7 +303,7 @@ def test_it_sends_the_run_nowhere_else_when_the_node_will_not_confirm_the_stop(c
 def test_it_moves_off_a_node_that_stops_answering_and_stops_the_prompt_when_it_answers_again(
     comfy_pool: PoolMaker,
 ) -> None:
-    pool, (first, second) = comfy_pool(2, http_timeout=0.5, node_backoff_seconds=0.3)
+    pool, (first, second) = comfy_pool(2, http_timeout=0.5, probe_timeout=0.5, node_backoff_seconds=0.3)
     first.set_faults(silent_socket=1, sampler_seconds=30)
 
     def cut_off(node: str, _prompt_id: str) -> None:
