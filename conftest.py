@@ -77,7 +77,7 @@ class QueuedMessages:
 
 @pytest.fixture
 def queued(stub_broker: Any) -> QueuedMessages:
-    """The messages on the (emptied) stub broker: ``queued.ids("restoration")``, ``queued.calls("animation")``."""
+    """The messages on the (emptied) stub broker: ``queued.ids("interactive")``, ``queued.calls("paid")``."""
     return QueuedMessages(stub_broker)
 
 

@@ -12,8 +12,10 @@ from jobs.runner import AttemptRetry
 # The retry policy of both actors is process_restoration's (restoration/tasks.py): transient
 # errors are redelivered with backoff until the attempt's MAX_TRIES are spent, permanent ones
 # are recorded and end the message. Video runs take longer, hence their own time limits.
+# Previews are interactive work; the paid HD run has a queue of its own, served first.
 @dramatiq.actor(
-    queue_name="animation",
+    queue_name=settings.DRAMATIQ_QUEUE_INTERACTIVE,
+    priority=settings.DRAMATIQ_PRIORITY["interactive"],
     max_retries=settings.MAX_TRIES,
     min_backoff=settings.RETRY_MIN_BACKOFF_MS,
     max_backoff=settings.RETRY_MAX_BACKOFF_MS,
@@ -27,7 +29,8 @@ def process_animation(attempt_id: str) -> None:
 
 
 @dramatiq.actor(
-    queue_name="animation",
+    queue_name=settings.DRAMATIQ_QUEUE_PAID,
+    priority=settings.DRAMATIQ_PRIORITY["paid"],
     max_retries=settings.MAX_TRIES,
     min_backoff=settings.RETRY_MIN_BACKOFF_MS,
     max_backoff=settings.RETRY_MAX_BACKOFF_MS,

@@ -111,15 +111,19 @@ def job_lock_for_new_attempt(job: Job) -> None:
 # --- Sending the message ------------------------------------------------------
 
 
-def attempt_send(model: type[Attempt], attempt_id: AttemptId) -> bool:
+def attempt_send(model: type[Attempt], attempt_id: AttemptId, *, bulk: bool = False) -> bool:
     """Hand the attempt's id to its kind's actor now; False (logged) when the broker cannot take it.
 
-    On success ``last_enqueued_at`` records when, so ``requeue_stuck_attempts`` can tell
-    a message that never got through (empty) from one that is merely waiting.
+    ``bulk``: on the bulk queue (``DRAMATIQ_QUEUE_BULK``) instead of the actor's own, so a
+    requeued attempt waits behind customers' new work (paid runs keep their queue). On success ``last_enqueued_at``
+    records when, so ``requeue_stuck_attempts`` can tell a message that never got through
+    (empty) from one that is merely waiting.
     """
     kind = kind_of(model)
+    # Paid work is never demoted: a requeued paid run stays on its own queue.
+    bulk = bulk and getattr(kind.actor, "queue_name", "") != settings.DRAMATIQ_QUEUE_PAID
     try:
-        kind.actor.send(str(attempt_id))
+        _enqueue(kind.actor, str(attempt_id), settings.DRAMATIQ_QUEUE_BULK if bulk else None)
     except Exception:
         logger.warning(
             "Could not send %s attempt %s to the broker; it stays queued until requeue_stuck_attempts resends it",
@@ -132,14 +136,24 @@ def attempt_send(model: type[Attempt], attempt_id: AttemptId) -> bool:
     return True
 
 
-def attempt_send_on_commit(attempt: Attempt) -> None:
+def _enqueue(actor: Any, attempt_id: str, queue: str | None) -> None:
+    """``actor.send(attempt_id)``, on ``queue`` when given (a worker runs a message by its actor, not its queue)."""
+    if queue is None or not hasattr(actor, "message"):
+        actor.send(attempt_id)
+        return
+    message = actor.message(attempt_id).copy(queue_name=queue)
+    actor.broker.declare_queue(queue)
+    actor.broker.enqueue(message)
+
+
+def attempt_send_on_commit(attempt: Attempt, *, bulk: bool = False) -> None:
     """Send the attempt's message once the current transaction commits (at once outside one), and say it is queued."""
     model = type(attempt)
     attempt_id = attempt.pk
     job_id = attempt.job_id
 
     def send() -> None:
-        attempt_send(model, attempt_id)
+        attempt_send(model, attempt_id, bulk=bulk)
         job_changed(job_id)
 
     transaction.on_commit(send)
@@ -168,6 +182,7 @@ def attempt_claim(model: type[AttemptT], attempt_id: AttemptId) -> AttemptT | No
                 finished_at=None,
                 lease_expires_at=_lease_until(now),
                 progress=0,
+                waiting_for="",
                 error_type="",
                 error_message="",
                 error_details={},
@@ -207,6 +222,28 @@ def attempt_record_submission(attempt: Attempt, *, engine: str, node: str, promp
     return _fenced(attempt).update(engine=engine[:16], node=node[:255], prompt_id=prompt_id[:64]) == 1
 
 
+def attempt_record_routing(attempt: Attempt, *, engine: str, reason: str) -> bool:
+    """Record which engine takes the run and why (own pool, overflow); False when the claim is gone."""
+    return _fenced(attempt).update(engine=engine[:16], engine_reason=reason[:255]) == 1
+
+
+def attempt_record_waiting(attempt: Attempt, *, waiting_for: str) -> bool:
+    """Record what the running attempt waits for (``"node"``), or ``""`` once it stops waiting."""
+    return _fenced(attempt).update(waiting_for=waiting_for[:16]) == 1
+
+
+def attempt_add_node_seconds(attempt: Attempt, *, node: str, seconds: float) -> None:
+    """Add one try's execution seconds on ``node`` to the attempt, whoever holds it now (cost is cost)."""
+    with transaction.atomic():
+        row = rows(type(attempt)).select_for_update().filter(pk=attempt.pk).values_list("node_seconds", flat=True)
+        current = row.first()
+        if current is None:
+            return
+        totals = dict(current or {})
+        totals[node[:255]] = round(float(totals.get(node, 0.0)) + seconds, 3)
+        rows(type(attempt)).filter(pk=attempt.pk).update(node_seconds=totals)
+
+
 def attempt_succeed(
     attempt: Attempt,
     *,
@@ -224,6 +261,7 @@ def attempt_succeed(
         done = _fenced(attempt).update(
             status=AttemptStatus.SUCCEEDED,
             progress=100,
+            waiting_for="",
             finished_at=now,
             lease_expires_at=None,
             **dict(values or {}),
@@ -251,6 +289,7 @@ def attempt_fail(
             status=AttemptStatus.FAILED,
             finished_at=now,
             lease_expires_at=None,
+            waiting_for="",
             error_type=error_type[:64],
             error_message=message,
             error_details=dict(details or {}),
@@ -279,6 +318,7 @@ def attempt_retry_later(
         status=QUEUED,
         lease_expires_at=None,
         last_enqueued_at=now,
+        waiting_for="",
         error_type=error_type[:64],
         error_message=message,
         error_details=dict(details or {}),
@@ -337,7 +377,7 @@ def attempt_requeue(attempt: Attempt) -> bool:
         )
         if done != 1:
             return False
-        attempt_send_on_commit(attempt)
+        attempt_send_on_commit(attempt, bulk=True)
     return True
 
 
@@ -412,8 +452,10 @@ def attempt_handle_one_stuck(model: type[Attempt]) -> StuckOutcome | None:
         attempt = expired.select_for_update(skip_locked=True).order_by("lease_expires_at").first()
         if attempt is not None:
             if tries_left(attempt) > 0:
-                rows(model).filter(pk=attempt.pk).update(status=QUEUED, lease_expires_at=None, last_enqueued_at=None)
-                attempt_send_on_commit(attempt)
+                rows(model).filter(pk=attempt.pk).update(
+                    status=QUEUED, lease_expires_at=None, last_enqueued_at=None, waiting_for=""
+                )
+                attempt_send_on_commit(attempt, bulk=True)
                 return StuckOutcome(model, attempt.pk, "requeued")
             rows(model).filter(pk=attempt.pk).update(
                 status=AttemptStatus.FAILED,

@@ -87,6 +87,14 @@ class Attempt(models.Model):
     engine = models.CharField(max_length=16, blank=True)
     node = models.CharField(max_length=255, blank=True, help_text="The ComfyUI node or RunPod endpoint.")
     prompt_id = models.CharField(max_length=64, blank=True)
+    # Why the run went to its engine (the own GPU pool, or overflow to RunPod and the wait that sent it there).
+    engine_reason = models.CharField(max_length=255, blank=True, default="", db_default="")
+    # "node" while the running attempt waits for a processing node (every slot taken, or no node up).
+    waiting_for = models.CharField(max_length=16, blank=True, default="", db_default="")
+    # Seconds each node (or RunPod endpoint) spent executing it, every try counted: what it really cost.
+    node_seconds = models.JSONField(
+        default=dict, blank=True, db_default=models.Value({}, output_field=models.JSONField())
+    )
 
     tries = models.PositiveSmallIntegerField(default=0, help_text="How many times a worker has claimed it.")
     # Tries already spent when staff last requeued it: the retry budget counts from here,
@@ -123,8 +131,14 @@ class Attempt(models.Model):
 
     @property
     def engine_label(self) -> str:
-        """The engine that ran it, as people should see it (the local engine says it is for development)."""
-        return engine_label(self.engine)
+        """The engine that ran it, as people should see it (the local engine says it is for development,
+        a ComfyUI node running a CPU twin workflow says so)."""
+        return engine_label(self.engine, workflow=self.workflow)
+
+    @property
+    def gpu_seconds(self) -> float:
+        """GPU seconds of every try, on every node."""
+        return float(sum(float(seconds) for seconds in (self.node_seconds or {}).values()))
 
     @property
     def is_in_flight(self) -> bool:

@@ -30,19 +30,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from django.conf import settings
 from django.db import DatabaseError, connection
 from dramatiq.middleware import Interrupt, TimeLimitExceeded
 from requests import RequestException
 
 from jobs.attempts import (
+    attempt_add_node_seconds,
     attempt_claim,
     attempt_fail,
+    attempt_record_routing,
     attempt_record_submission,
+    attempt_record_waiting,
     attempt_renew_lease,
     attempt_retry_later,
     attempt_still_held,
@@ -59,6 +63,7 @@ from rekindle.engines.base import (
     EngineError,
     EngineResult,
     PermanentEngineError,
+    RunHooks,
     RunRequest,
     TransientEngineError,
 )
@@ -167,15 +172,35 @@ class RunContext(Generic[AttemptT]):
         return f"{self.attempt.pk}-run{self.attempt.tries}"
 
     def run_engine(self, request: RunRequest) -> EngineResult:
-        def submitted(node: str, prompt_id: str) -> None:
-            attempt_record_submission(self.attempt, engine=engine.name, node=node, prompt_id=prompt_id)
-
         engine = get_engine()
+        # The engine that takes the run may be another than the configured one (overflow to RunPod).
+        running_on = [engine.name]
+
+        def submitted(node: str, prompt_id: str) -> None:
+            attempt_record_submission(self.attempt, engine=running_on[0], node=node, prompt_id=prompt_id)
+
+        def routed(name: str, reason: str) -> None:
+            running_on[0] = name
+            attempt_record_routing(self.attempt, engine=name, reason=reason)
+
+        paid = getattr(kind_of(self.attempt).actor, "queue_name", "") == settings.DRAMATIQ_QUEUE_PAID
+        if self.attempt.tries_at_requeue > 0 and not request.priority and not paid:
+            # Requeued by staff or the stuck-attempt cron: bulk work, served after customers' runs.
+            request = replace(request, priority="bulk")
+
+        def waiting(what: str) -> None:
+            attempt_record_waiting(self.attempt, waiting_for=what)
+
         return engine.run(
             request,
             on_progress=self.heartbeat.report,
             should_cancel=self.heartbeat.should_cancel,
             on_submitted=submitted,
+            hooks=RunHooks(
+                waiting=waiting,
+                routed=routed,
+                usage=lambda node, seconds: attempt_add_node_seconds(self.attempt, node=node, seconds=seconds),
+            ),
         )
 
 

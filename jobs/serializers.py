@@ -101,6 +101,11 @@ class AttemptSerializer(serializers.ModelSerializer[Any]):
         read_only=True, help_text="The engine as people should see it; the local engine is for development only."
     )
     error = serializers.SerializerMethodField()
+    waiting_for = serializers.CharField(
+        read_only=True,
+        help_text='"node" while the run waits for a processing node (every one busy, or none answering for a '
+        "moment); empty otherwise. Such a wait spends none of the attempt's tries.",
+    )
 
     @extend_schema_field(AttemptErrorSerializer(allow_null=True))
     def get_error(self, attempt: Attempt) -> dict[str, str] | None:
@@ -112,6 +117,7 @@ ATTEMPT_FIELDS = [
     "id",
     "status",
     "progress",
+    "waiting_for",
     "workflow",
     "parameters",
     "engine",

@@ -12,12 +12,13 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from jobs.kinds import attempt_kinds
 from jobs.models import AttemptStatus
@@ -28,6 +29,8 @@ from rekindle.engines.base import NodeHealth
 logger = logging.getLogger(__name__)
 
 VIEW_PERMISSION = "restoration.view_restoreattempt"
+# Draining a node changes where work goes: the permission to change attempts.
+DRAIN_PERMISSION = "restoration.change_restoreattempt"
 RECENT_FAILURE_DAYS = 7
 RECENT_FAILURES_PER_NODE = 5
 
@@ -178,6 +181,44 @@ def node_rows() -> tuple[list[NodeRow], str]:
     return rows, ""
 
 
+@dataclass
+class FleetSummary:
+    """The pool's own state: where it is kept, and what overflow to RunPod did today."""
+
+    backend: str
+    overflow_enabled: bool
+    overflow_day: str = ""
+    overflow_runs: int = 0
+    overflow_running: int = 0
+    overflow_gpu_seconds: float = 0.0
+    overflow_budget: float = 0.0
+    overflow_cost: float = 0.0
+
+
+def fleet_summary() -> FleetSummary | None:
+    """None unless the engine is the ComfyUI pool."""
+    from django.conf import settings
+
+    if settings.REKINDLE_ENGINE != "comfyui":
+        return None
+    from rekindle.engines.comfyui import get_pool
+
+    pool = get_pool()
+    today = pool.overflow_today()
+    if today is None:
+        return FleetSummary(backend=pool.scheduler.backend, overflow_enabled=False)
+    return FleetSummary(
+        backend=pool.scheduler.backend,
+        overflow_enabled=True,
+        overflow_day=today.day,
+        overflow_runs=today.runs,
+        overflow_running=today.running,
+        overflow_gpu_seconds=today.gpu_seconds,
+        overflow_budget=today.budget_gpu_seconds,
+        overflow_cost=today.cost,
+    )
+
+
 def comfyui_nodes_view(request: HttpRequest) -> HttpResponse:
     _require_permission(request)
     from django.conf import settings
@@ -190,11 +231,36 @@ def comfyui_nodes_view(request: HttpRequest) -> HttpResponse:
         "error": error,
         "failure_days": RECENT_FAILURE_DAYS,
         "healthy_count": sum(1 for row in rows if row.health.healthy),
+        "fleet": fleet_summary(),
+        "can_drain": settings.REKINDLE_ENGINE == "comfyui" and request.user.has_perm(DRAIN_PERMISSION),
     }
     return TemplateResponse(request, "admin/rekindle/nodes.html", context)
+
+
+@require_POST
+def comfyui_node_drain_view(request: HttpRequest) -> HttpResponse:
+    """Drain a node (``drain=1``) or put it back to work (``drain=0``), then back to the nodes page."""
+    from django.conf import settings
+
+    if not request.user.has_perm(DRAIN_PERMISSION) or settings.REKINDLE_ENGINE != "comfyui":
+        raise PermissionDenied
+    from rekindle.engines.comfyui import get_pool
+
+    node = request.POST.get("node", "")
+    draining = request.POST.get("drain") == "1"
+    if not get_pool().set_draining(node, draining):
+        messages.error(request, f"No configured node is {node!r}.")
+    elif draining:
+        logger.info("node.drain: %s drained by %s", node, request.user, extra={"event": "node.drain", "node": node})
+        messages.success(request, f"{node} is draining: it takes no new prompts and finishes its own.")
+    else:
+        logger.info("node.resume: %s back to work by %s", node, request.user, extra={"event": "node.resume"})
+        messages.success(request, f"{node} takes new prompts again.")
+    return HttpResponseRedirect(reverse("rekindle-admin-nodes"))
 
 
 urlpatterns: list[URLPattern] = [
     path("dashboard/", admin.site.admin_view(dashboard_view), name="rekindle-admin-dashboard"),
     path("comfyui-nodes/", admin.site.admin_view(comfyui_nodes_view), name="rekindle-admin-nodes"),
+    path("comfyui-nodes/drain/", admin.site.admin_view(comfyui_node_drain_view), name="rekindle-admin-node-drain"),
 ]

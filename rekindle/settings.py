@@ -197,6 +197,13 @@ DRAMATIQ_BROKER = {
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+# Queues by priority: paid HD runs, then interactive restores and previews, then bulk work (attempts staff or
+# the stuck-attempt cron requeued). Run worker processes per queue (README: "Sizing workers per queue").
+# Within one worker, a lower Dramatiq priority number runs first.
+DRAMATIQ_QUEUE_PAID = env_str("DRAMATIQ_QUEUE_PAID", "paid")
+DRAMATIQ_QUEUE_INTERACTIVE = env_str("DRAMATIQ_QUEUE_INTERACTIVE", "interactive")
+DRAMATIQ_QUEUE_BULK = env_str("DRAMATIQ_QUEUE_BULK", "bulk")
+DRAMATIQ_PRIORITY = {"paid": 0, "interactive": 10, "bulk": 100}
 
 # --- Processing engines -----------------------------------------------------
 REKINDLE_ENGINE = env_choice("REKINDLE_ENGINE", "local", ("local", "comfyui", "runpod"))
@@ -248,6 +255,43 @@ COMFYUI_POLL_FAILURES = env_int("COMFYUI_POLL_FAILURES", 3, minimum=1)
 COMFYUI_STOP_CONFIRM_SECONDS = env_float("COMFYUI_STOP_CONFIRM_SECONDS", 30.0, minimum=1.0)
 # Names this worker to the nodes (client_id prefix); default: rekindle-<host>-<pid>.
 COMFYUI_CLIENT_NAME = env_str("COMFYUI_CLIENT_NAME")
+# Timeout of probes and of the /queue and /history reads while a prompt runs: a hung node is noticed this fast.
+COMFYUI_PROBE_TIMEOUT_SECONDS = env_float("COMFYUI_PROBE_TIMEOUT_SECONDS", 3.0, minimum=0.1)
+# Socket silence after which a run checks (one short /queue) that its node still answers.
+COMFYUI_LIVENESS_SECONDS = env_float("COMFYUI_LIVENESS_SECONDS", 5.0, minimum=0.1)
+# A node's live /queue length, read by any worker, is reused this long before the next choice reads it again.
+COMFYUI_QUEUE_FRESH_SECONDS = env_float("COMFYUI_QUEUE_FRESH_SECONDS", 1.0, minimum=0.0)
+# Remove our inputs and fetched outputs from the node after each run (needs the rekindle_files extension on the
+# node, comfyui_extension/; without it nothing is removed and the nodes page says so).
+COMFYUI_CLEAN_NODE_FILES = env_bool("COMFYUI_CLEAN_NODE_FILES", True)
+
+# --- The GPU fleet (rekindle/engines/comfyui/fleet.py) -------------------------
+# Where node slots, loaded workflows, up/down and /object_info live: "redis" shares them between every worker
+# process (the default when REDIS_URL is set), "local" keeps them in each process (the embedded default).
+FLEET_STATE = env_choice("FLEET_STATE", "redis" if REDIS_URL else "local", ("redis", "local"))
+if FLEET_STATE == "redis" and not REDIS_URL:
+    raise ImproperlyConfigured("FLEET_STATE=redis needs REDIS_URL")
+# Keeps one deployment's (or one test run's) fleet state apart on a shared Redis.
+FLEET_NAMESPACE = env_str("FLEET_NAMESPACE", "rekindle")
+# A node slot held by a worker that died is free again after this many seconds (renewed every third of it).
+FLEET_SLOT_LEASE_SECONDS = env_float("FLEET_SLOT_LEASE_SECONDS", 30.0, minimum=1.0)
+# While no node is up (a restart, a deploy of the GPU image, a network cut) runs wait this long for one, their
+# tries unspent, shown as waiting for a node; then they fail with nodes_unavailable.
+FLEET_OUTAGE_WAIT_SECONDS = env_float("FLEET_OUTAGE_WAIT_SECONDS", 300.0, minimum=0.0)
+# Node slots of the whole fleet only paid HD runs may take (never more than a quarter of the slots up).
+FLEET_RESERVED_PAID_SLOTS = env_int("FLEET_RESERVED_PAID_SLOTS", 1, minimum=0)
+
+# --- Overflow to RunPod ---------------------------------------------------------
+# With RUNPOD_ENDPOINT_ID and RUNPOD_API_KEY set, a ComfyUI run that would wait longer than this for a node slot
+# (estimated from the shared queue and measured service times, or actually waited) goes to RunPod instead.
+# 0: never overflow.
+OVERFLOW_AFTER_SECONDS = env_float("OVERFLOW_AFTER_SECONDS", 0.0, minimum=0.0)
+# RunPod runs at once, fleet-wide.
+OVERFLOW_MAX_CONCURRENT = env_int("OVERFLOW_MAX_CONCURRENT", 4, minimum=0)
+# GPU seconds a day (UTC) overflow may spend; past it runs wait for the own pool.
+OVERFLOW_DAILY_GPU_SECONDS = env_float("OVERFLOW_DAILY_GPU_SECONDS", 3600.0, minimum=0.0)
+# What one RunPod GPU second costs (for the nodes page and the metrics; e.g. 0.00076 for an A100 80 GB flex).
+OVERFLOW_COST_PER_GPU_SECOND = env_float("OVERFLOW_COST_PER_GPU_SECOND", 0.00076, minimum=0.0)
 
 # --- RunPod -------------------------------------------------------------------
 # A serverless endpoint running the standard ComfyUI worker (runpod-workers/worker-comfyui).

@@ -14,8 +14,11 @@ from restoration.services import restore_attempt_process
 # message's count restarts when the cron resends it), so max_retries only has to reach it.
 # Permanent errors are recorded and the message ends normally: nothing to retry.
 # The time limit sits above the workflow's timeout, which the run caps below it.
+# Restores are interactive work (someone waits for the result); requeued ones go to the bulk queue
+# (jobs.attempts.attempt_send), declared here so every worker that loads the actors consumes it.
 @dramatiq.actor(
-    queue_name="restoration",
+    queue_name=settings.DRAMATIQ_QUEUE_INTERACTIVE,
+    priority=settings.DRAMATIQ_PRIORITY["interactive"],
     max_retries=settings.MAX_TRIES,
     min_backoff=settings.RETRY_MIN_BACKOFF_MS,
     max_backoff=settings.RETRY_MAX_BACKOFF_MS,
@@ -26,3 +29,6 @@ def process_restoration(attempt_id: str) -> None:
         restore_attempt_process(attempt_id=attempt_id)
     except AttemptRetry as exc:
         raise dramatiq.Retry(str(exc)) from exc
+
+
+dramatiq.get_broker().declare_queue(settings.DRAMATIQ_QUEUE_BULK)

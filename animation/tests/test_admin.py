@@ -126,7 +126,7 @@ def test_it_generates_the_hd_result_through_the_billing_service(
         hd_runs.append(("generate_hd_result", str(attempt.hd.pk)))
     not_ready.refresh_from_db()
     assert not not_ready.hd_paid
-    assert queued.calls("animation") == sorted(hd_runs)
+    assert queued.calls("paid") == sorted(hd_runs)
 
 
 def test_it_requeues_failed_previews_and_failed_hd_runs(
@@ -148,9 +148,8 @@ def test_it_requeues_failed_previews_and_failed_hd_runs(
     assert preview_failed.status == AttemptStatus.QUEUED
     assert hd_failed.status == AttemptStatus.SUCCEEDED
     assert hd_failed.hd.status == AttemptStatus.QUEUED
-    assert queued.calls("animation") == sorted(
-        [("process_animation", str(preview_failed.pk)), ("generate_hd_result", str(failed_run.pk))]
-    )
+    assert queued.calls("bulk") == [("process_animation", str(preview_failed.pk))]
+    assert queued.calls("paid") == [("generate_hd_result", str(failed_run.pk))]
 
 
 def test_it_cancels_a_queued_preview_or_hd_run(admin_client: Client) -> None:

@@ -33,7 +33,8 @@ def worker(stub_worker_factory: Callable[..., dramatiq.Worker]) -> dramatiq.Work
 
 def drain(worker: dramatiq.Worker) -> None:
     broker: Any = worker.broker
-    broker.join("animation", fail_fast=True)
+    broker.join("interactive", fail_fast=True)
+    broker.join("paid", fail_fast=True)
     worker.join()
 
 

@@ -142,11 +142,12 @@ def test_it_sends_the_message_only_after_commit(queued, django_capture_on_commit
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert attempt_requeue(attempt)
-        assert queued.ids("restoration") == []
+        assert queued.ids("bulk") == []
     for callback in callbacks:
         callback()
 
-    assert queued.ids("restoration") == [str(attempt.pk)]
+    # A requeue is bulk work: it waits behind customers' new runs.
+    assert queued.ids("bulk") == [str(attempt.pk)]
     attempt.refresh_from_db()
     assert attempt.last_enqueued_at is not None
 
@@ -167,7 +168,7 @@ def test_it_requeues_a_failed_attempt_on_the_same_row_with_a_fresh_budget(
     assert (attempt.tries, attempt.tries_at_requeue, tries_left(attempt)) == (3, 3, 3)
     assert attempt.error_type == ""
     assert RestoreAttempt.objects.count() == 1
-    assert queued.ids("restoration") == [str(attempt.pk)]
+    assert queued.ids("bulk") == [str(attempt.pk)]
 
 
 def test_it_does_not_requeue_a_queued_running_or_succeeded_attempt() -> None:
@@ -261,7 +262,7 @@ def test_it_resends_a_queued_attempt_that_never_reached_the_broker(queued, djang
 
     assert outcome is not None
     assert (outcome.action, outcome.attempt_id) == ("resent", never_sent.pk)
-    assert queued.ids("restoration") == [str(never_sent.pk)]
+    assert queued.ids("interactive") == [str(never_sent.pk)]
 
 
 def test_it_swallows_a_broker_that_is_down_and_leaves_the_attempt_queued() -> None:
@@ -311,10 +312,10 @@ def test_it_sends_each_kind_to_its_own_actor(queued, django_capture_on_commit_ca
     for attempt in (restore, animation, hd):
         assert attempt_send(type(attempt), attempt.pk)
 
-    assert queued.calls("restoration") == [("process_restoration", str(restore.pk))]
-    assert queued.calls("animation") == sorted(
-        [("process_animation", str(animation.pk)), ("generate_hd_result", str(hd.pk))]
+    assert queued.calls("interactive") == sorted(
+        [("process_restoration", str(restore.pk)), ("process_animation", str(animation.pk))]
     )
+    assert queued.calls("paid") == [("generate_hd_result", str(hd.pk))]
 
 
 def test_it_counts_every_kind_in_flight_for_the_job_limit(settings) -> None:

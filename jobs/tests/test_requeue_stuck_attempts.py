@@ -36,10 +36,10 @@ def test_it_handles_one_stuck_attempt_per_call(queued: Any) -> None:
     assert statuses[out_of_tries.pk] == AttemptStatus.FAILED
     assert statuses[healthy.pk] == AttemptStatus.RUNNING
     assert HDAttempt.objects.get(pk=hd_dead_worker.pk).status == AttemptStatus.QUEUED
-    assert queued.ids("restoration") == [str(dead_worker.pk)]
-    assert queued.calls("animation") == sorted(
-        [("generate_hd_result", str(hd_dead_worker.pk)), ("process_animation", str(never_sent.pk))]
-    )
+    # Requeued after a worker died: bulk work (paid runs keep their queue). Resent: its own queue.
+    assert queued.ids("bulk") == [str(dead_worker.pk)]
+    assert queued.ids("paid") == [str(hd_dead_worker.pk)]
+    assert queued.calls("interactive") == [("process_animation", str(never_sent.pk))]
     assert command.summary() == "requeued 2, resent 1, failed 1 attempt(s)"
 
 

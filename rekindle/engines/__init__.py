@@ -16,9 +16,27 @@ ENGINE_LABELS = {
 }
 
 
-def engine_label(name: str) -> str:
-    """The label of the engine ``name`` (an attempt's ``engine``); empty before it has run."""
+# What ran when the workflow is a CPU twin (core nodes only, no model): no GPU did the work.
+CPU_TWIN_LABELS = {
+    "comfyui": "ComfyUI node, CPU test workflow",
+    "runpod": "RunPod serverless, CPU test workflow",
+}
+
+
+def engine_label(name: str, *, workflow: str = "") -> str:
+    """The label of the engine ``name`` (an attempt's ``engine``) for ``workflow``; empty before it has run."""
+    if workflow and name in CPU_TWIN_LABELS and _is_cpu_twin(workflow):
+        return CPU_TWIN_LABELS[name]
     return ENGINE_LABELS.get(name, name)
+
+
+def _is_cpu_twin(workflow: str) -> bool:
+    from rekindle.workflows import get_workflow
+
+    try:
+        return bool(get_workflow(workflow).twin_of)
+    except Exception:  # a workflow removed since, or a workflow file that no longer loads
+        return workflow.endswith("_cpu")
 
 
 def get_engine(name: str | None = None) -> Engine:

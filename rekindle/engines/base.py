@@ -22,6 +22,36 @@ SubmittedCallback = Callable[[str, str], None]
 
 
 @dataclass(frozen=True)
+class RunHooks:
+    """What else a run tells its caller, each optional.
+
+    ``waiting(what)``: the run waits for ``"node"`` (no slot free, or no node up), or for
+    nothing any more (``""``). ``routed(engine, reason)``: which engine takes the run and
+    why (the own pool, or overflow to RunPod). ``usage(node, seconds)``: a try ended on
+    ``node`` after executing ``seconds`` there (every try, so GPU time is counted whole).
+    """
+
+    waiting: Callable[[str], None] | None = None
+    routed: Callable[[str, str], None] | None = None
+    usage: Callable[[str, float], None] | None = None
+
+    def wait(self, what: str) -> None:
+        if self.waiting is not None:
+            self.waiting(what)
+
+    def route(self, engine: str, reason: str) -> None:
+        if self.routed is not None:
+            self.routed(engine, reason)
+
+    def used(self, node: str, seconds: float) -> None:
+        if self.usage is not None and seconds > 0:
+            self.usage(node, seconds)
+
+
+NO_HOOKS = RunHooks()
+
+
+@dataclass(frozen=True)
 class InputImage:
     """An input image for the workflow, bound to one of its image parameters (usually ``"image"``)."""
 
@@ -37,6 +67,8 @@ class RunRequest:
     ``run_id`` is unique per run (the attempt id plus its try), so names uploaded to a
     node and the prompt id never clash with another run's. ``params`` are already
     validated against the workflow's parameter map. ``timeout`` is in seconds.
+    ``priority`` (``paid``, ``interactive``, ``bulk``; empty: from the workflow's kind) orders
+    runs waiting for a node slot.
     """
 
     workflow: str
@@ -44,6 +76,7 @@ class RunRequest:
     images: tuple[InputImage, ...]
     params: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 600.0
+    priority: str = ""
 
 
 @dataclass(frozen=True)
@@ -79,6 +112,10 @@ class NodeHealth:
     queue_length: int = 0
     last_workflow: str = ""
     detail: str = ""
+    # ``up``, ``down``, ``draining`` or ``drained`` (empty: the engine does not say).
+    state: str = ""
+    # The node's disk as its files extension reports it ("" when it cannot say).
+    disk: str = ""
     # Workflow name -> list of problems found by the preflight check (empty list: it can run there).
     preflight: dict[str, list[str]] = field(default_factory=dict)
 
@@ -119,6 +156,7 @@ class Engine(Protocol):
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         on_submitted: SubmittedCallback | None = None,
+        hooks: RunHooks = NO_HOOKS,
     ) -> EngineResult:
         """Run to the end and return the outputs, or raise an ``EngineError`` subclass."""
         ...

@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 import requests
 
 from rekindle.engines.base import (
+    NO_HOOKS,
     CancelCheck,
     EngineCanceled,
     EngineOutput,
@@ -40,6 +41,7 @@ from rekindle.engines.base import (
     OutputKind,
     PermanentEngineError,
     ProgressCallback,
+    RunHooks,
     RunRequest,
     SubmittedCallback,
     TransientEngineError,
@@ -116,6 +118,7 @@ class RunPodEngine:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         on_submitted: SubmittedCallback | None = None,
+        hooks: RunHooks = NO_HOOKS,
     ) -> EngineResult:
         started = time.monotonic()
         deadline = started + request.timeout
@@ -161,14 +164,14 @@ class RunPodEngine:
                 outputs = self._outputs(status.get("output"), workflow)
                 progress(100)
                 execution_ms = status.get("executionTime")
+                seconds = execution_ms / 1000 if isinstance(execution_ms, int | float) else time.monotonic() - started
+                hooks.used(self.node, seconds)
                 return EngineResult(
                     outputs=outputs,
                     engine=self.name,
                     node=self.node,
                     prompt_id=job_id,
-                    execution_seconds=(
-                        execution_ms / 1000 if isinstance(execution_ms, int | float) else time.monotonic() - started
-                    ),
+                    execution_seconds=seconds,
                 )
             elif state == "FAILED":
                 raise PermanentEngineError(

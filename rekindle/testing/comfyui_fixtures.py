@@ -343,6 +343,9 @@ def test_pool_config(nodes: list[StandinNode], **overrides: Any) -> PoolConfig:
         "slot_wait_seconds": 10.0,
         "affinity_wait_seconds": 0.0,
         "client_name": "rekindle-tests",
+        "probe_timeout": 3.0,
+        "liveness_seconds": 1.0,
+        "outage_wait_seconds": 2.0,
     }
     values.update(overrides)
     return PoolConfig(**values)
@@ -377,4 +380,7 @@ def comfy_settings(settings: Any, comfy_standins: Callable[[int], list[StandinNo
     settings.COMFYUI_NODE_BACKOFF_MAX_SECONDS = 2.0
     settings.COMFYUI_SLOT_WAIT_SECONDS = 10.0
     settings.COMFYUI_AFFINITY_WAIT_SECONDS = 0.0
+    settings.COMFYUI_PROBE_TIMEOUT_SECONDS = 3.0
+    settings.COMFYUI_LIVENESS_SECONDS = 1.0
+    settings.FLEET_OUTAGE_WAIT_SECONDS = 2.0
     return nodes

@@ -231,6 +231,8 @@ def worker_env(redis_namespace: str, s3_bucket: Any, comfy_settings: list[Any], 
         "DATABASE_URL": database_url(),
         "REDIS_URL": REDIS_URL,
         "DRAMATIQ_REDIS_NAMESPACE": redis_namespace,
+        # The fleet's node state too: apart from every other test's.
+        "FLEET_NAMESPACE": redis_namespace,
         "SECRET_KEY": str(settings.SECRET_KEY),
         "DEBUG": "false",
         "REKINDLE_ENGINE": "comfyui",

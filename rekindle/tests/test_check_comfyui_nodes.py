@@ -32,8 +32,8 @@ def _run(*args: str) -> tuple[str, str]:
 def test_it_reports_every_node_up_and_every_workflow_runnable(nodes: list[StandinNode]) -> None:
     out, _ = _run()
     lines = out.strip().splitlines()
-    assert lines[0] == f"UP   {nodes[0].url}: queue 0"
-    assert lines[1] == f"UP   {nodes[1].url}: queue 0"
+    assert lines[0].startswith(f"UP   {nodes[0].url}: queue 0, disk ")
+    assert lines[1].startswith(f"UP   {nodes[1].url}: queue 0, disk ")
     assert lines[-1] == (
         "check_comfyui_nodes: comfyui engine, 2 of 2 node(s) healthy; "
         "every checked workflow can run (restore, animate_preview, animate_hd)"

@@ -148,7 +148,7 @@ def test_it_requeues_failed_attempts_and_says_what_it_skipped(
     assert [_status(a) for a in failed] == [AttemptStatus.QUEUED] * 3
     assert _status(running) == AttemptStatus.RUNNING
     # The same rows go back to the worker: one message each, carrying the attempt id.
-    assert sorted(queued.ids("restoration")) == sorted(str(a.pk) for a in failed)
+    assert sorted(queued.ids("bulk")) == sorted(str(a.pk) for a in failed)
     failed[0].refresh_from_db()
     assert failed[0].error_type == ""
 

@@ -35,7 +35,7 @@ def test_it_queues_a_restore_and_sends_its_message_after_commit(queued, django_c
     assert attempt.parameters["seed"] == 5
     assert attempt.parameters["steps"] == 10
     assert attempt.parameters["megapixels"] == 1.0  # defaults filled in
-    assert queued.ids("restoration") == [str(attempt.pk)]
+    assert queued.ids("interactive") == [str(attempt.pk)]
 
 
 def test_it_refuses_parameters_the_workflow_does_not_allow() -> None:
@@ -83,7 +83,7 @@ def test_it_queues_the_first_restore_with_the_upload(queued, jpeg_upload, django
     assert response.status_code == 201, response.json()
     attempts = response.json()["restore_attempts"]
     assert [a["status"] for a in attempts] == ["queued"]
-    assert queued.ids("restoration") == [attempts[0]["id"]]
+    assert queued.ids("interactive") == [attempts[0]["id"]]
 
 
 def test_it_selects_only_a_succeeded_restore_of_the_job() -> None:
@@ -120,7 +120,7 @@ def test_it_animates_the_selected_restore_or_the_one_named(queued, django_captur
     assert (first.status_code, second.status_code) == (202, 202)
     assert first.json()["restore_id"] == str(selected.pk)
     assert second.json()["restore_id"] == str(other.pk)
-    assert sorted(queued.ids("animation")) == sorted([first.json()["id"], second.json()["id"]])
+    assert sorted(queued.ids("interactive")) == sorted([first.json()["id"], second.json()["id"]])
 
 
 def test_it_refuses_to_animate_before_any_restore_succeeded() -> None:

@@ -42,7 +42,7 @@ def worker(stub_worker_factory: Callable[..., dramatiq.Worker]) -> dramatiq.Work
 
 def drain(worker: dramatiq.Worker) -> None:
     broker: Any = worker.broker
-    broker.join("restoration", fail_fast=True)
+    broker.join("interactive", fail_fast=True)
     worker.join()
 
 
@@ -55,7 +55,9 @@ class ScriptedEngine:
         self.script = script
         self.runs: list[RunRequest] = []
 
-    def run(self, request: RunRequest, *, on_progress=None, should_cancel=None, on_submitted=None) -> EngineResult:
+    def run(
+        self, request: RunRequest, *, on_progress=None, should_cancel=None, on_submitted=None, hooks=None
+    ) -> EngineResult:
         self.runs.append(request)
         if on_submitted is not None:
             on_submitted("node-a", f"prompt-{request.run_id}")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import logging
 import mimetypes
 import threading
 import time
@@ -38,6 +39,8 @@ import requests
 from websockets.sync.client import ClientConnection, connect
 
 from rekindle.engines.comfyui.protocol import OutputFile
+
+logger = logging.getLogger(__name__)
 
 # How much of a node's answer is kept in an error (messages and details are shown to staff).
 BODY_EXCERPT_CHARS = 500
@@ -66,6 +69,9 @@ class NodeError(Exception):
 
 class NodeDown(NodeError):
     """The node did not answer (``status`` None), or answered with a server error: it is not usable now."""
+
+    # The call timed out rather than being refused or reset: the process is there but silent.
+    timed_out: bool = False
 
     @property
     def answered(self) -> bool:
@@ -173,7 +179,10 @@ class ComfyNodeClient:
                 **kwargs,
             )
         except requests.RequestException as exc:
-            raise NodeDown(self.base_url, route, f"{route}: {type(exc).__name__}: {exc}") from exc
+            down = NodeDown(self.base_url, route, f"{route}: {type(exc).__name__}: {exc}")
+            # No answer in time (the server took the connection and said nothing): hung, or only slow.
+            down.timed_out = isinstance(exc, requests.Timeout)
+            raise down from exc
         status = response.status_code
         if status < 400 or status in own:
             return response
@@ -222,10 +231,10 @@ class ComfyNodeClient:
             )
         return QueueState(ids(body.get("queue_running")), ids(body.get("queue_pending")))
 
-    def history(self, prompt_id: str) -> dict[str, Any] | None:
+    def history(self, prompt_id: str, *, timeout: float | None = None) -> dict[str, Any] | None:
         """The history entry of a prompt, or None while it is not written (running, queued or unknown)."""
         route = "GET /history/{prompt_id}"
-        body = self._json(self._request("GET", f"/history/{quote(prompt_id)}"), route)
+        body = self._json(self._request("GET", f"/history/{quote(prompt_id)}", timeout=timeout), route)
         entry = body.get(prompt_id) if isinstance(body, Mapping) else None
         return entry if isinstance(entry, dict) else None
 
@@ -280,13 +289,13 @@ class ComfyNodeClient:
         body = self._json(response, "POST /prompt")
         return int(body.get("number", 0)) if isinstance(body, Mapping) else 0
 
-    def interrupt(self, prompt_id: str) -> None:
-        self._request("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=self._short_timeout)
+    def interrupt(self, prompt_id: str, *, timeout: float | None = None) -> None:
+        self._request("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=timeout or self._short_timeout)
 
-    def delete_from_queue(self, prompt_ids: list[str]) -> None:
-        self._request("POST", "/queue", json={"delete": prompt_ids}, timeout=self._short_timeout)
+    def delete_from_queue(self, prompt_ids: list[str], *, timeout: float | None = None) -> None:
+        self._request("POST", "/queue", json={"delete": prompt_ids}, timeout=timeout or self._short_timeout)
 
-    def stop_prompt(self, prompt_id: str) -> list[NodeError]:
+    def stop_prompt(self, prompt_id: str, *, timeout: float | None = None) -> list[NodeError]:
         """Delete a prompt from the queue, then interrupt it; the errors of the calls that failed.
 
         In that order: a prompt that leaves the queue between the two calls is running by the
@@ -295,14 +304,50 @@ class ComfyNodeClient:
         """
         errors: list[NodeError] = []
         try:
-            self.delete_from_queue([prompt_id])
+            self.delete_from_queue([prompt_id], timeout=timeout)
         except NodeError as exc:
             errors.append(exc)
         try:
-            self.interrupt(prompt_id)
+            self.interrupt(prompt_id, timeout=timeout)
         except NodeError as exc:
             errors.append(exc)
         return errors
+
+    # --- the node's files (the rekindle_files extension, comfyui_extension/) -----------
+    # ComfyUI has no route that removes a file or reports its disk; the extension adds
+    # ``POST /rekindle/files/delete`` and ``GET /rekindle/disk``. A node without it answers 404:
+    # then nothing is removed there (logged once) and its disk shows as unknown.
+
+    def delete_files(self, files: list[dict[str, str]], *, timeout: float | None = None) -> bool:
+        """Remove inputs and outputs (``{"type", "subfolder", "filename"}``) from the node; False if it cannot."""
+        if getattr(self, "_no_files_extension", False) or not files:
+            return False
+        try:
+            response = self._request(
+                "POST", "/rekindle/files/delete", json={"files": files}, timeout=timeout, own=(404,)
+            )
+        except NodeError as exc:
+            logger.info("Could not remove %d file(s) from %s: %s", len(files), self.base_url, exc.reason)
+            return False
+        if response.status_code == 404:
+            self._no_files_extension = True
+            logger.warning(
+                "ComfyUI node %s has no rekindle_files extension: our inputs and outputs stay on its disk",
+                self.base_url,
+            )
+            return False
+        return True
+
+    def disk(self, *, timeout: float | None = None) -> dict[str, Any] | None:
+        """The node's disk (``total``, ``used``, ``free`` bytes, files of ours left), or None without the extension."""
+        try:
+            response = self._request("GET", "/rekindle/disk", timeout=timeout, own=(404,))
+        except NodeError:
+            return None
+        if response.status_code == 404:
+            return None
+        body = self._json(response, "GET /rekindle/disk")
+        return body if isinstance(body, dict) else None
 
     def free(self) -> None:
         """Ask the node to unload its models and free memory (after an out-of-memory error)."""

@@ -25,17 +25,21 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection
 
 from rekindle.engines.base import (
+    NO_HOOKS,
     CancelCheck,
     EngineCanceled,
+    EngineError,
     EngineOutput,
     EngineResult,
     InputImage,
     OutputKind,
     PermanentEngineError,
     ProgressCallback,
+    RunHooks,
     SubmittedCallback,
     TransientEngineError,
 )
+from rekindle.engines.comfyui import metrics
 from rekindle.engines.comfyui.client import (
     NodeBusy,
     NodeDown,
@@ -55,7 +59,7 @@ from rekindle.engines.comfyui.protocol import (
     is_out_of_memory,
     outcome_from_history,
 )
-from rekindle.engines.comfyui.scheduler import PROBE_TIMEOUT_SECONDS, NodeScheduler, Slot
+from rekindle.engines.comfyui.scheduler import NodeScheduler, Slot
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +116,9 @@ class RunContext:
     should_cancel: CancelCheck | None
     on_submitted: SubmittedCallback | None
     client_name: str
+    # The run's own limit (seconds), and what else the caller is told.
+    timeout: float = 0.0
+    hooks: RunHooks = NO_HOOKS
 
 
 class _PromptLost(Exception):
@@ -143,9 +150,40 @@ class PromptRun:
         self.prompt_id: str | None = None
         self._poll_failures = 0
         self._poll_delay = config.poll_seconds
+        # When the node started executing our prompt (monotonic), as the socket or a poll first showed it.
+        self.executing_since: float | None = None
+        self._uploaded: list[str] = []
+        self._silent_checks = 0
 
     # --- the whole try ---------------------------------------------------------------
     def run(self, build_graph: GraphBuilder, images: Sequence[InputImage]) -> EngineResult:
+        outputs: list[OutputFile] = []
+        execution_seconds: float | None = None
+        try:
+            result = self._run(build_graph, images, outputs)
+            execution_seconds = result.execution_seconds
+            return result
+        finally:
+            self._account(execution_seconds)
+            self._clean(outputs)
+
+    def _account(self, execution_seconds: float | None) -> None:
+        """Report the GPU time of this try, whatever its end (the caller counts every try)."""
+        if execution_seconds is None and self.executing_since is not None:
+            execution_seconds = time.monotonic() - self.executing_since
+        if execution_seconds:
+            metrics.NODE_GPU_SECONDS.labels(node=self.url).inc(execution_seconds)
+            self.context.hooks.used(self.url, execution_seconds)
+
+    def _clean(self, outputs: Sequence[OutputFile]) -> None:
+        """Remove our inputs and the outputs we fetched from the node, so its disk does not fill over weeks."""
+        if not self.config.clean_node_files or not (self._uploaded or outputs):
+            return
+        files = [{"type": "input", "subfolder": "", "filename": name} for name in self._uploaded]
+        files += [{"type": f.type, "subfolder": f.subfolder, "filename": f.filename} for f in outputs]
+        self.client.delete_files(files, timeout=self.config.probe_timeout)
+
+    def _run(self, build_graph: GraphBuilder, images: Sequence[InputImage], fetched: list[OutputFile]) -> EngineResult:
         names = self._upload_inputs(images)
         graph = build_graph(names)
         # One client id per try: a second socket with the same id silences the first, and a
@@ -166,7 +204,7 @@ class PromptRun:
             except RequestRejected as exc:
                 self.stop()
                 raise _permanent("request_rejected", "refused a request while the prompt ran", exc) from None
-        return self._finish(outcome)
+        return self._finish(outcome, fetched)
 
     @property
     def _sent_id(self) -> str:
@@ -181,6 +219,7 @@ class PromptRun:
             name = f"{safe_name(self.context.run_id)}_{safe_name(image.param)}{suffix}"
             try:
                 names[image.param] = self.client.upload_image(name, image.data, content_type)
+                self._uploaded.append(names[image.param])
             except NodeBusy as exc:
                 raise MoveOn("busy", exc.reason, error=exc, stopped="not_sent") from None
             except NodeDown as exc:
@@ -226,18 +265,19 @@ class PromptRun:
         listening = True
         last_message = time.monotonic()
         next_poll = 0.0
+        next_liveness = 0.0
         while True:
             now = time.monotonic()
             if should_cancel is not None and should_cancel():
                 stopped = self.stop()
                 raise EngineCanceled("canceled", "The run was canceled.", self._details(stopped=stopped))
             if now >= deadline:
-                stopped = self.stop()
-                raise TransientEngineError(
-                    "timeout",
-                    f"The run did not finish in time on ComfyUI node {self.url}.",
-                    self._details(stopped=stopped),
-                )
+                raise self._timed_out()
+            if listening and now - last_message >= self.config.liveness_seconds and now >= next_liveness:
+                # A hung node (stopped, swapping, wedged) keeps its socket open and says nothing:
+                # one short /queue tells it from a long node that is merely quiet.
+                self._check_alive()
+                next_liveness = time.monotonic() + self.config.liveness_seconds
             if listening:
                 quiet_left = last_message + self.config.socket_quiet_seconds - now
                 if quiet_left <= 0:
@@ -257,6 +297,8 @@ class PromptRun:
                 if message is None:
                     continue
                 tracker.feed(message)
+                if tracker.started and self.executing_since is None:
+                    self.executing_since = time.monotonic()
                 if message.get("type") == "status" and tracker.queue_remaining is not None:
                     self.scheduler.note_queue(self.url, tracker.queue_remaining)
                 self.context.progress(tracker.percent)
@@ -281,13 +323,19 @@ class PromptRun:
     def _poll(self, *, history_only: bool = False) -> Outcome | None:
         """The outcome if history has it; None while queued or running; ``_PromptLost`` if the node forgot it."""
         prompt_id = self._sent_id
-        entry = self.client.history(prompt_id)
+        timeout = self.config.probe_timeout
+        entry = self.client.history(prompt_id, timeout=timeout)
         if entry is not None:
             return outcome_from_history(entry)
-        if history_only or prompt_id in self.client.queue():
+        if history_only:
+            return None
+        queue = self.client.queue(timeout=timeout)
+        if prompt_id in queue.running and self.executing_since is None:
+            self.executing_since = time.monotonic()
+        if prompt_id in queue:
             return None
         # It may have finished between the two reads.
-        entry = self.client.history(prompt_id)
+        entry = self.client.history(prompt_id, timeout=timeout)
         if entry is not None:
             return outcome_from_history(entry)
         raise _PromptLost(prompt_id)
@@ -307,7 +355,9 @@ class PromptRun:
             return None
         except NodeDown as exc:
             self._poll_failures += 1
-            if exc.answered and self._poll_failures < self.config.poll_failures:
+            # A server error, or a timeout (hung, or only slow): a few in a row before the run leaves;
+            # a refused or reset connection (the process is gone) at once.
+            if (exc.answered or exc.timed_out) and self._poll_failures < self.config.poll_failures:
                 logger.warning(
                     "Polling %s for %s failed (%d in a row): %s",
                     self.url,
@@ -325,7 +375,7 @@ class PromptRun:
 
     # --- stopping ---------------------------------------------------------------------
     def _send_stop(self) -> None:
-        for exc in self.client.stop_prompt(self._sent_id):
+        for exc in self.client.stop_prompt(self._sent_id, timeout=self.config.probe_timeout):
             logger.warning("Could not stop prompt %s on %s: %s", self.prompt_id, self.url, exc.reason)
 
     def stop(self) -> StopResult:
@@ -354,7 +404,7 @@ class PromptRun:
                 self._send_stop()
                 last_sent = now
             try:
-                queue = self.client.queue(timeout=min(self.config.http_timeout, PROBE_TIMEOUT_SECONDS))
+                queue = self.client.queue(timeout=min(self.config.http_timeout, self.config.probe_timeout))
             except NodeDown as exc:
                 if not exc.answered:
                     result = "unreachable"
@@ -375,7 +425,49 @@ class PromptRun:
     def _details(self, **extra: Any) -> dict[str, Any]:
         return {"node": self.url, "prompt_id": self.prompt_id, **extra}
 
-    def _finish(self, outcome: Outcome) -> EngineResult:
+    def _check_alive(self) -> None:
+        """Move on when the node does not answer a short /queue ``poll_failures`` times in a row (it hung), at
+        once when it refuses the connection (it is gone); a slow answer is fine. A node busy with a heavy
+        node may keep its HTTP loop waiting a few seconds: one timeout is no verdict."""
+        try:
+            queue = self.client.queue(timeout=self.config.probe_timeout)
+        except NodeDown as exc:
+            if exc.answered:
+                return  # a failing answer is the polls' business
+            self._silent_checks += 1
+            if exc.timed_out and self._silent_checks < self.config.poll_failures:
+                return
+            logger.warning("ComfyUI node %s does not answer while it runs %s: %s", self.url, self.prompt_id, exc.reason)
+            raise MoveOn("down", exc.reason, error=exc, stopped=self.stop()) from None
+        except NodeError:
+            return
+        self._silent_checks = 0
+        self.scheduler.note_queue(self.url, len(queue))
+        if self.prompt_id in queue.running and self.executing_since is None:
+            self.executing_since = time.monotonic()
+
+    def _timed_out(self) -> EngineError:
+        """The run's deadline passed: stop the prompt; say whether another try could do better.
+
+        When the node spent most of the run's time executing our prompt, the workflow
+        itself takes longer than its limit, and another try (on this node or another of
+        the same kind) would only spend the GPU time again: that is permanent. When the
+        time went to waiting (the node's queue, a slow upload), a later try may fit.
+        """
+        stopped = self.stop()
+        details = self._details(stopped=stopped)
+        executed = time.monotonic() - self.executing_since if self.executing_since is not None else 0.0
+        details["executed_seconds"] = round(executed, 1)
+        if self.context.timeout and executed >= 0.5 * self.context.timeout:
+            return PermanentEngineError(
+                "timeout",
+                f"The workflow ran {executed:.0f}s on ComfyUI node {self.url} and did not finish within the run's "
+                f"{self.context.timeout:.0f}s limit; another try would hit the same limit.",
+                {**details, "deterministic": True},
+            )
+        return TransientEngineError("timeout", f"The run did not finish in time on ComfyUI node {self.url}.", details)
+
+    def _finish(self, outcome: Outcome, fetched: list[OutputFile]) -> EngineResult:
         details = self._details()
         if outcome.status == "interrupted":
             raise EngineCanceled("interrupted", f"The run was interrupted on ComfyUI node {self.url}.", details)
@@ -395,6 +487,7 @@ class PromptRun:
         outputs: list[EngineOutput] = []
         for file in outcome.outputs:
             data, content_type = self._download(file)
+            fetched.append(file)
             kind: OutputKind = "video" if file.is_video or content_type.startswith("video/") else "image"
             outputs.append(EngineOutput(filename=file.filename, data=data, kind=kind, content_type=content_type))
         self.context.progress(100)

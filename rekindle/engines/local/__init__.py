@@ -21,6 +21,7 @@ import cv2
 
 from rekindle.engines import ENGINE_LABELS
 from rekindle.engines.base import (
+    NO_HOOKS,
     CancelCheck,
     EngineCanceled,
     EngineOutput,
@@ -28,6 +29,7 @@ from rekindle.engines.base import (
     NodeHealth,
     PermanentEngineError,
     ProgressCallback,
+    RunHooks,
     RunRequest,
     SubmittedCallback,
     TransientEngineError,
@@ -52,6 +54,7 @@ class LocalEngine:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
         on_submitted: SubmittedCallback | None = None,
+        hooks: RunHooks = NO_HOOKS,
     ) -> EngineResult:
         started = time.monotonic()
         deadline = started + request.timeout

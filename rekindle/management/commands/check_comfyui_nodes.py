@@ -20,6 +20,7 @@ from rekindle.cron import CronCommand
 from rekindle.engines.base import NodeHealth
 
 KINDS = ("restore", "animate_preview", "animate_hd")
+DRAIN_STATES = ("draining", "drained")
 
 
 class Command(CronCommand):
@@ -73,18 +74,28 @@ class Command(CronCommand):
         return True
 
     def runnable(self, workflow: str) -> bool:
-        return any(h.healthy and h.preflight.get(workflow) == [] for h in self.nodes)
+        # A draining or drained node takes no new work: it does not count as able to run anything.
+        return any(h.healthy and h.state not in DRAIN_STATES and h.preflight.get(workflow) == [] for h in self.nodes)
 
     @staticmethod
     def describe(health: NodeHealth) -> str:
         if not health.healthy:
-            return f"DOWN {health.node}: {health.detail or 'not answering'}"
+            state = "DRAINING" if health.state == "draining" else "DOWN"
+            return f"{state} {health.node}: {health.detail or 'not answering'}"
         last = f", last workflow {health.last_workflow}" if health.last_workflow else ""
-        return f"UP   {health.node}: queue {health.queue_length}{last}"
+        disk = f", disk {health.disk}" if health.disk else ""
+        if health.state == "draining":
+            return f"DRAINING {health.node}: {health.detail}; takes no new prompts{disk}"
+        if health.state == "drained":
+            return f"DRAINED {health.node}: nothing of ours left, takes no new prompts{disk}"
+        return f"UP   {health.node}: queue {health.queue_length}{last}{disk}"
 
     def summary(self) -> str:
-        healthy = sum(1 for h in self.nodes if h.healthy)
+        healthy = sum(1 for h in self.nodes if h.healthy and h.state not in DRAIN_STATES)
+        drained = sum(1 for h in self.nodes if h.state in DRAIN_STATES)
         text = f"{settings.REKINDLE_ENGINE} engine, {healthy} of {len(self.nodes)} node(s) healthy"
+        if drained:
+            text += f", {drained} draining or drained"
         if not self.unrunnable:
             text += f"; every checked workflow can run ({', '.join(self.workflows)})"
         return text

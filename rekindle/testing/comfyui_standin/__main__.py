@@ -39,6 +39,9 @@ def main() -> None:
     parser.add_argument(
         "--record", default="", help="append each prompt's queued/started/ended events here (JSON lines)"
     )
+    parser.add_argument(
+        "--no-files-extension", action="store_true", help="answer 404 on /rekindle/... as a node without it"
+    )
     parser.add_argument("--parent-pid", type=int, default=0, help="exit when this process (the test run) is gone")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -50,6 +53,7 @@ def main() -> None:
             models=[name.strip() for name in args.models.split(",") if name.strip()],
             base_dir=Path(args.base_dir or scratch),
             record_path=Path(args.record) if args.record else None,
+            files_extension=not args.no_files_extension,
         )
 
         async def build() -> web.Application:

@@ -88,6 +88,8 @@ class StandinConfig:
     base_dir: Path = field(default_factory=lambda: Path("."))
     # Where the prompt record is appended as JSON lines (None: kept in memory only).
     record_path: Path | None = None
+    # Serve the routes of our node extension (file removal, disk), as a node with it installed.
+    files_extension: bool = True
 
 
 @dataclass
@@ -954,6 +956,46 @@ def make_app(standin: Standin) -> web.Application:
             if standin.sockets.get(sid) is ws:
                 del standin.sockets[sid]
         return ws
+
+    # --- the rekindle_files extension (comfyui_extension/rekindle_files), off with --no-files-extension --
+    def _file_path(item: Any) -> Path | None:
+        if not isinstance(item, dict):
+            return None
+        base = {"input": standin.input_dir, "temp": standin.temp_dir, "output": standin.output_dir}.get(
+            str(item.get("type") or "output")
+        )
+        filename = os.path.basename(str(item.get("filename") or ""))
+        if base is None or not filename:
+            return None
+        path = (base / str(item.get("subfolder") or "") / filename).resolve()
+        return path if os.path.commonpath((str(path), str(base.resolve()))) == str(base.resolve()) else None
+
+    @routes.post("/rekindle/files/delete")
+    async def delete_files(request: web.Request) -> web.Response:
+        if not standin.config.files_extension or standin.faults.get("no_files_extension"):
+            return web.Response(status=404)
+        body = await _json_or_empty(request)
+        removed = 0
+        for item in body.get("files") or []:
+            path = _file_path(item)
+            if path is None:
+                return json_response({"error": f"not a file of ours: {item!r}"}, 400)
+            if path.is_file():
+                path.unlink()
+                removed += 1
+        standin.counters["files_removed"] += removed
+        return json_response({"removed": removed})
+
+    @routes.get("/rekindle/disk")
+    async def disk(request: web.Request) -> web.Response:
+        if not standin.config.files_extension or standin.faults.get("no_files_extension"):
+            return web.Response(status=404)
+        usage = shutil.disk_usage(standin.config.base_dir)
+        counts = {
+            name: sum(1 for path in folder.rglob("*") if path.is_file())
+            for name, folder in (("input", standin.input_dir), ("output", standin.output_dir))
+        }
+        return json_response({"total": usage.total, "used": usage.used, "free": usage.free, "files": counts})
 
     # --- control routes for tests (not ComfyUI's) ------------------------------------
     @routes.post("/_standin/faults")

@@ -9,7 +9,14 @@ from typing import Any
 
 import pytest
 
-from rekindle.engines.base import EngineCanceled, EngineResult, PermanentEngineError, TransientEngineError
+from rekindle.engines.base import (
+    EngineCanceled,
+    EngineResult,
+    PermanentEngineError,
+    RunHooks,
+    TransientEngineError,
+)
+from rekindle.engines.comfyui.client import ComfyNodeClient
 from rekindle.engines.comfyui.pool import ComfyNodePool
 from rekindle.testing.comfyui_fixtures import (
     StandinNode,
@@ -61,15 +68,18 @@ def test_it_skips_a_node_that_refuses_connections(comfy_pool: PoolMaker) -> None
     assert pool.scheduler.view(first.url).last_error
 
 
-def test_it_fails_fast_and_transiently_when_every_node_is_down(comfy_pool: PoolMaker) -> None:
-    pool, nodes = comfy_pool(2)
+def test_it_fails_transiently_when_no_node_answers_within_the_outage_wait(comfy_pool: PoolMaker) -> None:
+    pool, nodes = comfy_pool(2, outage_wait_seconds=1.0)
     for node in nodes:
         node.kill()
+    waiting: list[str] = []
 
     with pytest.raises(TransientEngineError) as caught:
-        run(pool)
+        run(pool, hooks=RunHooks(waiting=waiting.append))
 
-    assert caught.value.code in ("nodes_unavailable", "node_unavailable")
+    assert caught.value.code == "nodes_unavailable"
+    assert caught.value.details["waited_seconds"] >= 1.0
+    assert waiting == ["node"]
 
 
 def test_it_reads_the_result_from_history_when_the_socket_drops(comfy_pool: PoolMaker) -> None:
@@ -183,20 +193,42 @@ def test_it_interrupts_and_cancels_when_asked_to_stop(comfy_pool: PoolMaker) -> 
     assert [span.how for span in prompt_spans(node)] == ["interrupted"]
 
 
-def test_it_times_out_transiently_and_interrupts_the_prompt(comfy_pool: PoolMaker) -> None:
+def test_it_fails_a_run_that_outlasts_its_own_limit_at_once_and_interrupts_the_prompt(comfy_pool: PoolMaker) -> None:
     pool, (node,) = comfy_pool(1)
     node.set_faults(sampler_seconds=20)
+    used: list[tuple[str, float]] = []
 
     started = time.monotonic()
-    with pytest.raises(TransientEngineError) as caught:
-        run(pool, timeout=1.0)
+    with pytest.raises(PermanentEngineError) as caught:
+        run(pool, timeout=1.0, hooks=RunHooks(usage=lambda node, seconds: used.append((node, seconds))))
 
+    # It executed all its time: another try would hit the same limit and spend the GPU time again.
     assert caught.value.code == "timeout"
+    assert caught.value.details["deterministic"] is True
     assert time.monotonic() - started < 10
     assert node.counters()["interrupts"] == 1
     # Confirmed gone before the error came back: a retry elsewhere cannot overlap it.
     assert [span.how for span in prompt_spans(node)] == ["interrupted"]
     assert caught.value.details["stopped"] == "stopped"
+    # The GPU time of the try that failed is counted too.
+    assert [url for url, _ in used] == [node.url]
+    assert used[0][1] > 0.5
+
+
+def test_it_times_out_transiently_when_the_time_went_waiting_in_the_nodes_queue(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1, queue_fresh_seconds=0.0)
+    node.set_faults(sampler_seconds=20)
+    # A foreign prompt runs first; ours waits behind it until the run's time is up.
+    foreign = ComfyNodeClient(node.url)
+    name = foreign.upload_image("foreign.png", sample_input().data, "image/png")
+    foreign.submit(graph_builder("restore_flux")({"image": name}), prompt_id="foreign-1", client_id="someone-else")
+
+    with pytest.raises(TransientEngineError) as caught:
+        run(pool, timeout=1.0)
+
+    assert caught.value.code == "timeout"
+    assert caught.value.details["executed_seconds"] == 0
+    foreign.stop_prompt("foreign-1")
 
 
 def test_it_reports_a_cancel_from_another_process_as_canceled(comfy_pool: PoolMaker) -> None:

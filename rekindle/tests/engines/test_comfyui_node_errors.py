@@ -303,13 +303,16 @@ def test_it_sends_the_run_nowhere_else_when_the_node_will_not_confirm_the_stop(c
 def test_it_moves_off_a_node_that_stops_answering_and_stops_the_prompt_when_it_answers_again(
     comfy_pool: PoolMaker,
 ) -> None:
-    pool, (first, second) = comfy_pool(2, http_timeout=0.5, node_backoff_seconds=0.3)
+    pool, (first, second) = comfy_pool(2, http_timeout=0.5, probe_timeout=0.5, node_backoff_seconds=0.3)
     first.set_faults(silent_socket=1, sampler_seconds=30)
-    # Cut off: every call about the prompt hangs past our timeout, as across a broken network.
-    for route in ("GET /history/*", "GET /queue", "POST /queue", "POST /interrupt"):
-        first.set_http_fault(route, status=200, times=-1, delay=3.0)
 
-    result = run(pool)
+    def cut_off(node: str, _prompt_id: str) -> None:
+        # Once the prompt is there, every call about it hangs past our timeout, as across a broken network.
+        if node == first.url:
+            for route in ("GET /history/*", "GET /queue", "POST /queue", "POST /interrupt"):
+                first.set_http_fault(route, status=200, times=-1, delay=3.0)
+
+    result = run(pool, on_submitted=cut_off)
 
     # Out of our reach, the first node may still be running it: that is the one case a run
     # can be on two nodes, and the scheduler holds the prompt to stop it there.

@@ -14,7 +14,7 @@ import requests
 from PIL import Image
 
 from rekindle.engines import get_engine
-from rekindle.engines.base import EngineCanceled, EngineResult, RunRequest, TransientEngineError
+from rekindle.engines.base import EngineCanceled, EngineResult, PermanentEngineError, RunRequest, TransientEngineError
 from rekindle.engines.comfyui.pool import ComfyNodePool
 from rekindle.engines.comfyui.scheduler import NoNodeAvailable
 from rekindle.testing.comfyui_fixtures import StandinNode, fixture_graph, graph_builder, sample_input
@@ -288,7 +288,7 @@ def test_it_applies_the_timeout_setting_of_the_workflows_kind(comfy_settings: li
     restore = get_workflow("restore")
 
     started = time.monotonic()
-    with pytest.raises(TransientEngineError) as caught:
+    with pytest.raises(PermanentEngineError) as caught:
         get_engine("comfyui").run(RunRequest("restore", "slow", (sample_input(),), restore.validate({})))
 
     assert caught.value.code == "timeout"
