@@ -67,8 +67,9 @@ class AnimationAttemptAdmin(AttemptAdmin[AnimationAttempt]):
     list_filter = ["status", "hd__status", "hd_paid", "workflow", "engine", "queued_at"]
     list_select_related = ["job", "hd"]
 
-    @property  # type: ignore[override]  # read at each request, so actions registered later are there
-    def actions(self) -> tuple[Any, ...]:
+    # A property, read at each request, so that actions registered after this class are there too.
+    @property
+    def actions(self) -> tuple[Any, ...]:  # type: ignore[override]
         return (*ACTIONS, *_extra_actions)
 
     fieldsets = [

@@ -21,6 +21,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -134,7 +135,7 @@ class PurchaseAdmin(ReadOnlyAdmin):
         css = ADMIN_CSS
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [name for _, options in self.fieldsets for name in options["fields"]]
+        return [str(name) for _, options in self.fieldsets for name in options["fields"]]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # The page can be opened (and the refund action run); every field is read-only.
@@ -190,7 +191,7 @@ class PurchaseAdmin(ReadOnlyAdmin):
         done, skipped, refused = 0, [], []
         for purchase in queryset.order_by("pk"):
             try:
-                purchase_refund(purchase=purchase, by=request.user if request.user.is_authenticated else None)
+                purchase_refund(purchase=purchase, by=request.user if isinstance(request.user, User) else None)
             except NotRefundable:
                 skipped.append("comp" if purchase.kind == PurchaseKind.COMP else purchase.status)
             except stripe_api.StripeRefused as exc:
@@ -214,7 +215,7 @@ class PaymentEventAdmin(ReadOnlyAdmin):
     list_select_related = ["purchase"]
     list_per_page = 100
     show_full_result_count = False
-    fields = [
+    fields = readonly_fields = (
         "stripe_id",
         "type",
         "created",
@@ -228,8 +229,7 @@ class PaymentEventAdmin(ReadOnlyAdmin):
         "livemode",
         "djstripe_event",
         "data",
-    ]
-    readonly_fields = fields
+    )
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return bool(request.user.has_perm("billing.view_paymentevent"))
@@ -293,7 +293,8 @@ def grant_hd_comp(
         done, skipped = 0, []
         for animation in queryset.order_by("queued_at"):
             try:
-                hd_grant_comp(animation=animation, by=request.user, reason=form.cleaned_data["reason"])  # type: ignore[arg-type]
+                user = request.user if isinstance(request.user, User) else None
+                hd_grant_comp(animation=animation, by=user, reason=form.cleaned_data["reason"])
             except AnimationNotReady:
                 skipped.append("whose preview had not succeeded")
             except AlreadyPaid:

@@ -31,14 +31,14 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -294,8 +294,8 @@ class Change:
         return "; ".join(self.notes)
 
 
-def _move(purchase: Purchase, from_statuses: set[str], to_status: str, **values: Any) -> bool:
-    """Move ``purchase`` from one of ``from_statuses`` to ``to_status`` in one conditional UPDATE; False if elsewhere."""
+def _move(purchase: Purchase, from_statuses: Collection[str], to_status: str, **values: Any) -> bool:
+    """Move ``purchase`` from one of ``from_statuses`` to ``to_status`` in one conditional UPDATE (False: elsewhere)."""
     moved = Purchase.objects.filter(pk=purchase.pk, status__in=from_statuses).update(status=to_status, **values) == 1
     if moved:
         purchase.refresh_from_db()
@@ -680,7 +680,7 @@ class NotRefundable(Conflict):
     message = "Only a paid Stripe purchase can be refunded."
 
 
-def purchase_refund(*, purchase: Purchase, by: AbstractBaseUser | None) -> None:
+def purchase_refund(*, purchase: Purchase, by: User | None) -> None:
     """Ask Stripe to refund what is left of a payment; the ``charge.refunded`` webhook then moves the purchase.
 
     409 ``not_refundable`` for a comp, or a purchase that is not paid (or paid in part).
@@ -704,7 +704,7 @@ def purchase_refund(*, purchase: Purchase, by: AbstractBaseUser | None) -> None:
     Purchase.objects.filter(pk=purchase.pk).update(refund_requested_at=timezone.now(), refund_requested_by=by)
 
 
-def hd_grant_comp(*, animation: AnimationAttempt, by: AbstractBaseUser, reason: str) -> Purchase:
+def hd_grant_comp(*, animation: AnimationAttempt, by: User | None, reason: str) -> Purchase:
     """Staff give an animation's HD result at no charge: a ``comp`` purchase saying who and why, and the HD run.
 
     409 ``animation_not_ready`` when the preview has not succeeded, ``already_paid`` when

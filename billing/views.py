@@ -31,7 +31,7 @@ from rekindle.api_errors import error_body
 logger = logging.getLogger(__name__)
 
 
-class StripeWebhookView(ProcessWebhookView):
+class StripeWebhookView(ProcessWebhookView):  # type: ignore[misc]  # dj-stripe ships no types
     def post(self, request: HttpRequest, uuid: uuid.UUID = WEBHOOK_ENDPOINT_UUID, **kwargs: Any) -> HttpResponse:
         endpoint = WebhookEndpoint.objects.filter(djstripe_uuid=uuid).first()
         if endpoint is None or not endpoint.secret:

@@ -144,8 +144,8 @@ class StripeStub:
     @property
     def url(self) -> str:
         assert self._server is not None, "start() the stub first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def params_of(self, method: str, path: str) -> list[dict[str, Any]]:
         """The decoded parameters of each request made with ``method`` to ``path``."""
@@ -163,7 +163,8 @@ class StripeStub:
 
     def get(self, object_id: str) -> dict[str, Any]:
         with self._lock:
-            return json.loads(json.dumps(self.objects[object_id]))
+            copy: dict[str, Any] = json.loads(json.dumps(self.objects[object_id]))
+            return copy
 
     def _of(self, object_id: str, kind: str) -> dict[str, Any]:
         obj = self.objects.get(object_id)
@@ -682,8 +683,8 @@ class WebhookSender:
 
     def post(self, payload: str, *, signature: str | None) -> Any:
         self._ensure_endpoint()
-        headers = {"HTTP_STRIPE_SIGNATURE": signature} if signature is not None else {}
-        return self.client.post(self.PATH, data=payload, content_type="application/json", **headers)
+        headers = {"Stripe-Signature": signature} if signature is not None else {}
+        return self.client.post(self.PATH, data=payload, content_type="application/json", headers=headers)
 
     def send(self, event: dict[str, Any], *, timestamp: int | None = None, secret: str | None = None) -> Any:
         payload = json.dumps(event)
