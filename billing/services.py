@@ -298,7 +298,10 @@ def _move(purchase: Purchase, from_statuses: Collection[str], to_status: str, **
     """Move ``purchase`` from one of ``from_statuses`` to ``to_status`` in one conditional UPDATE (False: elsewhere)."""
     moved = Purchase.objects.filter(pk=purchase.pk, status__in=from_statuses).update(status=to_status, **values) == 1
     if moved:
-        purchase.refresh_from_db()
+        # What was written, without reading the row again (callers hold its lock, or it has no other writer).
+        purchase.status = to_status
+        for name, value in values.items():
+            setattr(purchase, name, value)
     return moved
 
 
@@ -370,7 +373,8 @@ def _record_session_facts(purchase: Purchase, session: Mapping[str, Any]) -> Non
         values["amount"] = int(session["amount_total"])
         values["currency"] = str(session.get("currency") or purchase.currency)
     Purchase.objects.filter(pk=purchase.pk).update(**values)
-    purchase.refresh_from_db()
+    for name, value in values.items():
+        setattr(purchase, name, value)
 
 
 PAYABLE_FROM = {PurchaseStatus.PENDING, PurchaseStatus.EXPIRED, PurchaseStatus.FAILED}
@@ -615,7 +619,7 @@ def _apply_waiting_events(purchase: Purchase, change: Change) -> None:
         change.notes.append(f"then {event.type} {event.stripe_id} that came first: {late.note}")
         if late.attention:
             change.attention = f"{change.attention} {late.attention}".strip()
-    purchase.refresh_from_db()
+        purchase.refresh_from_db()
 
 
 # --- Settling the animation: hd_paid in step with the purchases ---------------------------

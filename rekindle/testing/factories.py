@@ -257,7 +257,7 @@ class PurchaseFactory(DjangoModelFactory[Purchase]):
     amount = 900
     currency = "usd"
     email = SelfAttribute("job.email")
-    stripe_session_id = Sequence(lambda n: f"cs_test_factory{n:06d}")
+    stripe_session_id = LazyFunction(lambda: f"cs_test_{uuid.uuid4().hex[:24]}")
     expires_at = LazyFunction(lambda: timezone.now() + timedelta(hours=1))
     hd_paid = PostGeneration(_mark_hd_paid)
 
@@ -266,5 +266,5 @@ class PurchaseFactory(DjangoModelFactory[Purchase]):
             status=PurchaseStatus.PAID,
             session_complete=True,
             paid_at=LazyFunction(timezone.now),
-            stripe_payment_intent_id=Sequence(lambda n: f"pi_test_factory{n:06d}"),
+            stripe_payment_intent_id=LazyFunction(lambda: f"pi_test_{uuid.uuid4().hex[:24]}"),
         )
