@@ -92,6 +92,8 @@ def test_it_caps_units_per_round() -> None:
     assert command.done == ["a"]
 
 
+# The loop closes stale database connections between rounds.
+@pytest.mark.django_db
 def test_it_stops_the_loop_cleanly_on_sigterm() -> None:
     class SignalsItself(CountdownCommand):
         rounds = 0
@@ -112,6 +114,8 @@ def test_it_stops_the_loop_cleanly_on_sigterm() -> None:
     assert signal.getsignal(signal.SIGTERM) is previous
 
 
+# The loop closes stale database connections between rounds.
+@pytest.mark.django_db
 def test_it_keeps_looping_after_a_failed_round_and_exits_zero_once_recovered() -> None:
     class RecoversThenStops(CountdownCommand):
         rounds = 0
