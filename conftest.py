@@ -26,6 +26,7 @@ pytest_plugins = [
     "rekindle.testing.comfyui_fixtures",
     "rekindle.testing.pipeline",
     "rekindle.testing.auth0",
+    "rekindle.testing.stripe_stub",
 ]
 
 

@@ -2,15 +2,16 @@
 
 On top of requeue, cancel and resend (``jobs.admin_attempts``), an animation's own
 actions also reach its HD run, so support can act from the animation a person asks
-about; "Generate the HD result" calls ``hd_result_generate``, the service billing calls
-once a payment clears, so staff can grant or retry an HD result (it marks the HD result
-as paid for). HD results also have a list of their own, with the same actions. The job
-admin gets the animations inline, the latest animation's state, the animation count and
-an HD filter (``JobAdminPart``).
+about. Paying for an HD result is billing's: it adds "grant the HD result as a comp" to
+this list through :func:`register_animation_action` (this app does not know billing).
+HD results also have a list of their own, with the same actions. The job admin gets the
+animations inline, the latest animation's state, the animation count and an HD filter
+(``JobAdminPart``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
@@ -21,7 +22,6 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from animation.models import AnimationAttempt, HDAttempt
-from animation.services import AnimationNotReady, hd_result_generate
 from jobs.admin import (
     INLINE_FIELDS,
     AttemptInlineBase,
@@ -31,12 +31,11 @@ from jobs.admin import (
     latest_of,
     register_job_admin_part,
 )
-from jobs.admin_attempts import ACTIONS, LIST_DISPLAY, RUN_FIELDS, AttemptAdmin, report
+from jobs.admin_attempts import ACTIONS, LIST_DISPLAY, RUN_FIELDS, AttemptAdmin
 from jobs.admin_display import (
     EMPTY,
     duration_text,
     error_full,
-    outcome_report,
     progress_bar,
     status_badge,
     thumbnail,
@@ -46,6 +45,15 @@ from jobs.attempts import REQUEUEABLE_STATUSES, attempt_cancel, attempt_requeue
 from jobs.models import IN_FLIGHT_STATUSES, Attempt, AttemptStatus, Job
 
 FINISHED = (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.CANCELED)
+
+# Admin actions other apps add to the animation list (``@admin.action`` functions).
+_extra_actions: list[Callable[..., Any]] = []
+
+
+def register_animation_action(action: Callable[..., Any]) -> None:
+    """Add an admin action to the animation list, from another app's ``admin`` module."""
+    if action not in _extra_actions:
+        _extra_actions.append(action)
 
 
 def _hd_badge(animation: AnimationAttempt) -> SafeString:
@@ -58,7 +66,12 @@ class AnimationAttemptAdmin(AttemptAdmin[AnimationAttempt]):
     list_display = (*LIST_DISPLAY, "preview", "hd")
     list_filter = ["status", "hd__status", "hd_paid", "workflow", "engine", "queued_at"]
     list_select_related = ["job", "hd"]
-    actions = (*ACTIONS, "generate_hd_result")
+
+    # A property, read at each request, so that actions registered after this class are there too.
+    @property
+    def actions(self) -> tuple[Any, ...]:  # type: ignore[override]
+        return (*ACTIONS, *_extra_actions)
+
     fieldsets = [
         (
             None,
@@ -203,22 +216,6 @@ class AnimationAttemptAdmin(AttemptAdmin[AnimationAttempt]):
             return True
         hd = attempt.hd_attempt
         return hd is not None and hd.status in IN_FLIGHT_STATUSES and attempt_cancel(hd)
-
-    @admin.action(description="Generate the HD result (marks it paid for)", permissions=["change"])
-    def generate_hd_result(self, request: HttpRequest, queryset: QuerySet[AnimationAttempt]) -> None:
-        done, skipped = 0, []
-        for attempt in queryset.order_by("queued_at"):
-            try:
-                queued = hd_result_generate(animation=attempt)
-            except AnimationNotReady:
-                skipped.append("whose preview had not succeeded")
-                continue
-            if queued:
-                done += 1
-            else:
-                hd_status = HDAttempt.objects.filter(animation=attempt).values_list("status", flat=True).first()
-                skipped.append(f"with an HD run already {hd_status}" if hd_status else "already handled")
-        report(request, self, outcome_report("Queued the HD result of", done, skipped, noun="animation"), done)
 
 
 @admin.register(HDAttempt)

@@ -89,8 +89,9 @@ def hd_parameters(animation: AnimationAttempt) -> dict[str, Any]:
 def hd_result_generate(*, animation: AnimationAttempt) -> bool:
     """Mark the animation's HD result as paid for and queue its run; False when already queued, running or made.
 
-    Called by billing once the payment is confirmed, and by staff from the admin.
-    Idempotent: calling it again (a webhook delivered twice) only confirms ``hd_paid``.
+    Called by billing (``billing.services``) inside the transaction that records a paid
+    purchase or a staff comp, which keeps ``hd_paid`` in step with the purchases; nothing
+    else should grant an HD result. Idempotent: calling it again only confirms ``hd_paid``.
     A failed or canceled HD run is queued again on the same row. 409
     ``animation_not_ready`` when the preview has not succeeded.
     """

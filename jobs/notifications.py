@@ -8,12 +8,18 @@ gives the claim back and is logged. Staff may send it again with ``force=True``.
 The email links to the job through ``JOB_LINK_URL`` with a signed, expiring ``access``
 value (``jobs.access.job_link_access``): the job's token is never stored, so it cannot be
 put in the link, and the signed value works in its place for ``JOB_LINK_MAX_AGE_DAYS``.
+
+Another app may add to the email of one kind of attempt without this module knowing it:
+``register_email_context("animate_hd", hook)`` has ``hook(attempt)`` return extra template
+values (billing adds the amount paid for the HD video).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import caches
@@ -29,6 +35,16 @@ from jobs.models import Attempt, AttemptStatus, Job
 logger = logging.getLogger(__name__)
 
 FINISHED = (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED)
+
+EmailContextHook = Callable[[Attempt], Mapping[str, Any]]
+_context_hooks: dict[str, list[EmailContextHook]] = {}
+
+
+def register_email_context(kind_name: str, hook: EmailContextHook) -> None:
+    """Have ``hook(attempt)`` add template values to the emails of attempts of the kind ``kind_name``."""
+    hooks = _context_hooks.setdefault(kind_name, [])
+    if hook not in hooks:
+        hooks.append(hook)
 
 
 def job_link(job: Job) -> str:
@@ -58,7 +74,7 @@ def job_ready_email_send(*, attempt: Attempt, force: bool = False) -> bool:
     job = attempt.job
     succeeded = status == AttemptStatus.SUCCEEDED
     error = None if succeeded else customer_error(attempt)
-    context = {
+    context: dict[str, Any] = {
         "succeeded": succeeded,
         "what": kind_of(attempt).noun,
         "error_message": error.message if error is not None else "",
@@ -68,6 +84,8 @@ def job_ready_email_send(*, attempt: Attempt, force: bool = False) -> bool:
         # Results of the local CPU engine say so: it is a development stand-in for the GPU nodes.
         "development_engine": attempt.engine_label if attempt.engine == "local" else "",
     }
+    for hook in _context_hooks.get(kind_of(attempt).name, ()):
+        context.update(hook(attempt))
     subject = render_to_string("emails/attempt_ready_subject.txt", context).strip()
     context["subject"] = subject
     message = EmailMultiAlternatives(

@@ -20,10 +20,11 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from billing.models import ZERO_DECIMAL_CURRENCIES, format_amount
 from jobs.kinds import attempt_kinds
 from jobs.models import AttemptStatus
 from rekindle import charts
-from rekindle.dashboard import STATUS_ORDER, dashboard_stats
+from rekindle.dashboard import STATUS_ORDER, DashboardStats, dashboard_stats
 from rekindle.engines.base import NodeHealth
 
 logger = logging.getLogger(__name__)
@@ -42,6 +43,38 @@ def _require_permission(request: HttpRequest) -> None:
 
 def _context(request: HttpRequest, title: str) -> dict[str, object]:
     return {**admin.site.each_context(request), "title": title}
+
+
+def _money_context(stats: DashboardStats, labels: list[str]) -> dict[str, object]:
+    """The dashboard's revenue and HD conversion: totals per currency, and two charts."""
+
+    def major(amount: int, currency: str) -> float:
+        return float(amount) if currency in ZERO_DECIMAL_CURRENCIES else amount / 100
+
+    revenue_series = [
+        charts.Series(currency.upper(), [major(v, currency) for v in values], charts.PALETTE[i % len(charts.PALETTE)])
+        for i, (currency, values) in enumerate(stats.revenue.items())
+    ]
+    return {
+        "revenue_totals": [format_amount(sum(values), currency) for currency, values in stats.revenue.items()],
+        "hd_conversion": stats.hd_conversion,
+        "hd_bought_total": sum(stats.hd_bought),
+        "previews_made_total": sum(stats.previews_made),
+        "revenue_chart": charts.bar_chart(
+            labels, revenue_series, title="Revenue per day (net of refunds)", stacked=False
+        )
+        if revenue_series
+        else None,
+        "conversion_chart": charts.bar_chart(
+            labels,
+            [
+                charts.Series("previews made", stats.previews_made, "#1565c0"),
+                charts.Series("HD bought", stats.hd_bought, "#2e7d32"),
+            ],
+            title="Previews made and HD results bought per day",
+            stacked=False,
+        ),
+    }
 
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:
@@ -84,6 +117,7 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
         )
         if stats.node_seconds
         else None,
+        **_money_context(stats, labels),
     }
     return TemplateResponse(request, "admin/rekindle/dashboard.html", context)
 

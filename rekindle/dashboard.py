@@ -4,6 +4,10 @@ Every run of every kind counts (``jobs.kinds``): restore attempts, animation pre
 and HD results, each with its own workflow, node and timings. Runs are placed
 on the day they were queued (UTC). Durations are ``finished_at - started_at``: time on
 the node including upload and download, which is what a GPU node is busy for.
+
+Money (``billing.selectors``): revenue per day and currency, net of refunds, on the day
+it was paid; HD conversion is HD results bought through Stripe (not refunded) over
+animation previews made (succeeded), in the same days.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from django.db.models import Count
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from billing.selectors import hd_bought_by_day, previews_made_by_day, revenue_by_day
 from jobs.kinds import attempt_kinds
 from jobs.models import AttemptStatus
 
@@ -50,6 +55,16 @@ class DashboardStats:
     # (node, seconds busy), busiest first
     node_seconds: list[tuple[str, float]]
     totals: dict[str, int] = field(default_factory=dict)
+    # currency -> net revenue (smallest unit) on each of ``days``
+    revenue: dict[str, list[int]] = field(default_factory=dict)
+    hd_bought: list[int] = field(default_factory=list)
+    previews_made: list[int] = field(default_factory=list)
+
+    @property
+    def hd_conversion(self) -> float | None:
+        """HD results bought per preview made over the period, in percent; None with no preview."""
+        previews = sum(self.previews_made)
+        return 100.0 * sum(self.hd_bought) / previews if previews else None
 
     @property
     def total_runs(self) -> int:
@@ -135,6 +150,18 @@ def dashboard_stats(*, days: int | None = None, now: datetime | None = None) -> 
         values.sort()
         durations.append(WorkflowDurations(workflow, len(values), percentile(values, 0.5), percentile(values, 0.95)))
 
+    revenue: dict[str, list[int]] = defaultdict(lambda: [0] * span)
+    for day, currency, amount in revenue_by_day(since):
+        if day in index:
+            revenue[currency][index[day]] += amount
+    hd_bought, previews_made = [0] * span, [0] * span
+    for day, count in hd_bought_by_day(since):
+        if day in index:
+            hd_bought[index[day]] += count
+    for day, count in previews_made_by_day(since):
+        if day in index:
+            previews_made[index[day]] += count
+
     return DashboardStats(
         days=day_list,
         per_day=per_day,
@@ -142,4 +169,7 @@ def dashboard_stats(*, days: int | None = None, now: datetime | None = None) -> 
         durations=durations,
         node_seconds=sorted(node_seconds.items(), key=lambda item: (-item[1], item[0])),
         totals=dict(totals),
+        revenue=dict(sorted(revenue.items())),
+        hd_bought=hd_bought,
+        previews_made=previews_made,
     )

@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "django_dramatiq",
     "corsheaders",
     "social_django",
+    "djstripe",
     "rekindle",
     "jobs",
     "restoration",
@@ -344,6 +345,46 @@ LIVE_STREAM_MAX_SECONDS = env_float("LIVE_STREAM_MAX_SECONDS", 900.0, minimum=1.
 # --- Pages ------------------------------------------------------------------------
 # Origins besides this one and the S3 endpoint that the pages' images and videos may come from (a CDN).
 CSP_MEDIA_ORIGINS = env_list("CSP_MEDIA_ORIGINS")
+
+# --- Payments (Stripe through dj-stripe; billing/) ----------------------------
+# Two variables turn payments on: the secret API key and the webhook endpoint's signing secret
+# (``whsec_...``), which ``manage.py migrate`` (and ``sync_stripe_webhook_endpoint``) writes into
+# dj-stripe's WebhookEndpoint row. Without the key, checkout answers 503 ``billing_disabled``.
+STRIPE_SECRET_KEY = env_str("STRIPE_SECRET_KEY")
+STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET")
+if STRIPE_SECRET_KEY and not STRIPE_SECRET_KEY.startswith(("sk_test_", "sk_live_", "rk_test_", "rk_live_")):
+    raise ImproperlyConfigured("STRIPE_SECRET_KEY must be a secret or restricted key (sk_... or rk_...)")
+if STRIPE_WEBHOOK_SECRET and not STRIPE_WEBHOOK_SECRET.startswith("whsec_"):
+    raise ImproperlyConfigured("STRIPE_WEBHOOK_SECRET must be the endpoint's signing secret (whsec_...)")
+# dj-stripe picks the live or test keys from this; the key itself says which it is.
+STRIPE_LIVE_MODE = STRIPE_SECRET_KEY.startswith(("sk_live_", "rk_live_"))
+# Where Stripe's API is: only for testing against a stand-in (rekindle/testing/stripe_stub.py).
+STRIPE_API_BASE = env_url("STRIPE_API_BASE", "https://api.stripe.com", schemes=("https", "http")).rstrip("/")
+# What the HD video costs: a Price made in Stripe's dashboard, or an amount in the currency's
+# smallest unit (cents) with the currency, sent as inline price data.
+STRIPE_HD_PRICE_ID = env_str("STRIPE_HD_PRICE_ID")
+STRIPE_HD_AMOUNT = env_int("STRIPE_HD_AMOUNT", 900, minimum=1)
+STRIPE_HD_CURRENCY = env_str("STRIPE_HD_CURRENCY", "usd").strip().lower()
+if len(STRIPE_HD_CURRENCY) != 3 or not STRIPE_HD_CURRENCY.isalpha():
+    raise ImproperlyConfigured(f"STRIPE_HD_CURRENCY must be a three-letter currency code, got {STRIPE_HD_CURRENCY!r}")
+# A Checkout Session stays payable this long (Stripe allows 30 to 1440 minutes).
+STRIPE_CHECKOUT_MINUTES = env_int("STRIPE_CHECKOUT_MINUTES", 60, minimum=30)
+if STRIPE_CHECKOUT_MINUTES > 1440:
+    raise ImproperlyConfigured("STRIPE_CHECKOUT_MINUTES must be at most 1440 (24 hours)")
+# Per request to Stripe's API: seconds to wait, and retries of a failed connection or a 5xx.
+STRIPE_TIMEOUT_SECONDS = env_float("STRIPE_TIMEOUT_SECONDS", 10.0, minimum=0.1)
+STRIPE_MAX_NETWORK_RETRIES = env_int("STRIPE_MAX_NETWORK_RETRIES", 2, minimum=0)
+# A webhook whose signature is older than this (seconds) is refused (a replayed request).
+STRIPE_WEBHOOK_TOLERANCE_SECONDS = env_int("STRIPE_WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1)
+# reconcile_payments looks at the Checkout Sessions created in this many past hours (Stripe retries
+# a webhook for up to three days).
+RECONCILE_PAYMENTS_HOURS = env_int("RECONCILE_PAYMENTS_HOURS", 72, minimum=1)
+# dj-stripe: foreign keys to its objects by Stripe id (a new installation), webhooks checked by signature.
+# Its receivers that sync objects from Stripe's API run in a worker (billing.webhooks), not in the webhook.
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+# dj-stripe's schema in one migration instead of its three, which take minutes (see that file).
+MIGRATION_MODULES = {"djstripe": "billing.migrations.djstripe"}
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 
 # --- Email ------------------------------------------------------------------
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

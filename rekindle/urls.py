@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from billing import urls as billing_urls
 from rekindle import api_errors
 
 urlpatterns = [
@@ -15,6 +16,9 @@ urlpatterns = [
     path("api/v1/", include("jobs.urls")),
     path("api/v1/", include("restoration.urls")),
     path("api/v1/", include("animation.urls")),
+    path("api/v1/", include("billing.urls")),
+    # Stripe's webhook (billing.views), in dj-stripe's URL namespace.
+    path("stripe/", include((billing_urls.webhook_urlpatterns, "djstripe"), namespace="djstripe")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     # The upload page (/) and the job page the emails link to (/j/<id>).

@@ -29,11 +29,13 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from PIL import Image
 from rest_framework.test import APIClient
 
+from billing.models import Purchase
 from jobs.access import TOKEN_HEADER
 from jobs.models import Job
 from rekindle.auth.services import auth0_user_get_or_create
 from rekindle.testing.auth0 import Auth0Tenant
-from rekindle.testing.factories import JobFactory, RestoreAttemptFactory, token_of
+from rekindle.testing.factories import AnimationAttemptFactory, JobFactory, RestoreAttemptFactory, token_of
+from rekindle.testing.stripe_stub import StripeStub
 
 API_PREFIX = "api/v1/"
 ACTORS = ("owner", "other_user", "job_token", "other_token", "anonymous", "staff")
@@ -128,6 +130,18 @@ def _succeeded_restore(world: World) -> None:
     world.extra["restore"] = RestoreAttemptFactory.create(job=world.job, succeeded=True)
 
 
+def _succeeded_animation(world: World) -> None:
+    world.extra["animation"] = AnimationAttemptFactory.create(job=world.job, succeeded=True)
+
+
+def _check_checkout(world: World, actor: str, body: Any) -> None:
+    assert Purchase.objects.get(stripe_session_id=body["session_id"]).animation == world.extra["animation"]
+
+
+def _check_no_purchase(world: World, actor: str, body: Any) -> None:
+    assert not Purchase.objects.exists()
+
+
 @dataclass(frozen=True)
 class Row:
     expect: dict[str, int]
@@ -168,6 +182,18 @@ MATRIX: dict[tuple[str, str], Row] = {
     ),
     ("POST", "jobs/<str:job_id>/animate"): row(
         202, 404, 202, 404, 404, 404, prepare=_succeeded_restore, data=lambda w: {"restore_id": w.extra["restore"].id}
+    ),
+    # Against the Stripe stub (the world fixture sets billing up with it).
+    ("POST", "jobs/<str:job_id>/animations/<str:animation_id>/checkout"): row(
+        201,
+        404,
+        201,
+        404,
+        404,
+        404,
+        prepare=_succeeded_animation,
+        kwargs=lambda w: {"job_id": w.job.id, "animation_id": w.extra["animation"].id},
+        check={201: _check_checkout, 404: _check_no_purchase},
     ),
 }
 
@@ -210,7 +236,7 @@ def test_it_has_a_row_for_every_route() -> None:
 
 
 @pytest.fixture
-def world(auth0_tenant: Auth0Tenant) -> World:
+def world(auth0_tenant: Auth0Tenant, stripe_stub: StripeStub) -> World:
     owner = auth0_user_get_or_create(subject="auth0|owner", email="owner@example.com")
     other_user = auth0_user_get_or_create(subject="auth0|stranger", email="stranger@example.com")
     staff = User.objects.create_user(username="staff", email="staff@example.com", is_staff=True, is_superuser=True)

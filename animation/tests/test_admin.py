@@ -103,32 +103,6 @@ def test_it_shows_the_full_hd_error_escaped(admin_client: Client) -> None:
     assert XSS not in body
 
 
-def test_it_generates_the_hd_result_through_the_billing_service(
-    admin_client: Client, queued: Any, django_capture_on_commit_callbacks: Any
-) -> None:
-    ready = AnimationAttemptFactory.create(succeeded=True)
-    retry = HDAttemptFactory.create(failed=True).animation
-    made = AnimationAttemptFactory.create(succeeded=True, hd_ready=True)
-    not_ready = AnimationAttemptFactory.create()
-
-    with django_capture_on_commit_callbacks(execute=True):
-        response = _act(admin_client, "generate_hd_result", [ready, retry, made, not_ready])
-
-    assert _messages(response) == [
-        "Queued the HD result of 2 animations, skipped 1 whose preview had not succeeded"
-        " and 1 with an HD run already succeeded"
-    ]
-    hd_runs = []
-    for attempt in (ready, retry):
-        attempt.refresh_from_db()
-        assert attempt.hd_paid
-        assert attempt.hd.status == AttemptStatus.QUEUED
-        hd_runs.append(("generate_hd_result", str(attempt.hd.pk)))
-    not_ready.refresh_from_db()
-    assert not not_ready.hd_paid
-    assert queued.calls("paid") == sorted(hd_runs)
-
-
 def test_it_requeues_failed_previews_and_failed_hd_runs(
     admin_client: Client, queued: Any, django_capture_on_commit_callbacks: Any
 ) -> None:
@@ -186,6 +160,8 @@ def test_it_keeps_people_who_are_not_staff_out(client: Client) -> None:
         response = client.get(url)
         assert response.status_code == 302
         assert response["Location"].startswith(reverse("admin:login"))
-    client.post(LIST_URL, {"action": "generate_hd_result", "_selected_action": [str(attempt.pk)]})
+    client.post(
+        LIST_URL, {"action": "grant_hd_comp", "apply": "1", "reason": "x", "_selected_action": [str(attempt.pk)]}
+    )
     attempt.refresh_from_db()
     assert not attempt.hd_paid

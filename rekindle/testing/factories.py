@@ -11,7 +11,8 @@ Attempt factories have traits for the states a pipeline leaves behind, e.g.
 ``RestoreAttemptFactory(succeeded=True)`` (result key set, timings filled) and
 ``AnimationAttemptFactory(succeeded=True, hd_ready=True)`` (paid, with a succeeded
 ``HDAttempt``); ``HDAttemptFactory(animation=..., failed=True)`` makes an HD run in
-any other state.
+any other state. ``PurchaseFactory(animation=...)`` is a pending Stripe purchase of its HD
+result (``paid=True``: paid, and the animation's ``hd_paid`` set to match).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from factory.django import DjangoModelFactory, Password
 from PIL import Image
 
 from animation.models import AnimationAttempt, HDAttempt
+from billing.models import Purchase, PurchaseKind, PurchaseStatus
 from jobs.access import hash_token
 from jobs.models import AttemptStatus, Job
 from rekindle import storage
@@ -229,4 +231,40 @@ class HDAttemptFactory(DjangoModelFactory[HDAttempt]):
             finished_at=LazyFunction(timezone.now),
             error_type="engine_error",
             error_message="The engine could not process the HD video.",
+        )
+
+
+def _mark_hd_paid(purchase: Purchase, create: bool, extracted: Any) -> None:
+    if create and purchase.grants_hd and purchase.animation_id is not None:
+        AnimationAttempt.objects.filter(pk=purchase.animation_id).update(hd_paid=True)
+
+
+class PurchaseFactory(DjangoModelFactory[Purchase]):
+    """A Stripe purchase of an animation's HD result (by default of a new succeeded preview), pending."""
+
+    if TYPE_CHECKING:
+        # Calling a factory builds and saves a Purchase; this tells the type checker so.
+        def __new__(cls, *args: Any, **kwargs: Any) -> Purchase: ...  # type: ignore[misc]
+
+    class Meta:
+        model = Purchase
+        skip_postgeneration_save = True
+
+    animation = SubFactory(AnimationAttemptFactory, succeeded=True)
+    job = SelfAttribute("animation.job")
+    kind = PurchaseKind.STRIPE
+    status = PurchaseStatus.PENDING
+    amount = 900
+    currency = "usd"
+    email = SelfAttribute("job.email")
+    stripe_session_id = LazyFunction(lambda: f"cs_test_{uuid.uuid4().hex[:24]}")
+    expires_at = LazyFunction(lambda: timezone.now() + timedelta(hours=1))
+    hd_paid = PostGeneration(_mark_hd_paid)
+
+    class Params:
+        paid = Trait(
+            status=PurchaseStatus.PAID,
+            session_complete=True,
+            paid_at=LazyFunction(timezone.now),
+            stripe_payment_intent_id=LazyFunction(lambda: f"pi_test_{uuid.uuid4().hex[:24]}"),
         )

@@ -27,6 +27,11 @@ def test_it_documents_the_401_of_a_bad_bearer_token_on_every_operation(api_clien
         ("post", "/api/v1/jobs/{job_id}/claim", f"/api/v1/jobs/{JOB}/claim"),
         ("get", "/api/v1/jobs/{job_id}/events", f"/api/v1/jobs/{JOB}/events"),
         ("post", "/api/v1/jobs/{job_id}/send-link", f"/api/v1/jobs/{JOB}/send-link"),
+        (
+            "post",
+            "/api/v1/jobs/{job_id}/animations/{animation_id}/checkout",
+            f"/api/v1/jobs/{JOB}/animations/{JOB}/checkout",
+        ),
     ]
     assert {(method, path) for method, path, _ in calls} == {
         (method, path) for path, item in document["paths"].items() for method in item
