@@ -28,7 +28,7 @@ from rekindle.images import ACCEPTED_FORMATS
 from rekindle.page_headers import private_page
 from rekindle.workflows import workflow_for_kind
 
-# The buy button's route (billing). Looked up rather than assumed: without it payments are off.
+# The buy button's route (billing). Looked up rather than assumed: without it, or without Stripe keys, payments are off.
 CHECKOUT_PATH = "/api/v1/jobs/{job_id}/animations/{animation_id}/checkout"
 
 
@@ -55,8 +55,13 @@ def upload_page(request: HttpRequest) -> HttpResponse:
     return render(request, "pages/upload.html", context)
 
 
-def payments_route_exists() -> bool:
-    """Whether this server has the checkout route at all (billing installed); its answer says if keys are set."""
+def payments_on() -> bool:
+    """Whether the buy button can work here: the checkout route exists (billing installed) and Stripe keys are set.
+
+    The button still reads the route's own answer (503 ``billing_disabled``), should the two disagree.
+    """
+    if not settings.STRIPE_SECRET_KEY:
+        return False
     some_id = uuid.UUID(int=0)
     try:
         resolve(CHECKOUT_PATH.format(job_id=some_id, animation_id=some_id))
@@ -82,7 +87,7 @@ def job_page(request: HttpRequest, job_id: str) -> HttpResponse:
         # Whether the email link's access value opens this job: expired links get a fresh one.
         "link_state": job_link_access_state(job_uuid, access) if job_uuid is not None and access else "",
         "link_days": settings.JOB_LINK_MAX_AGE_DAYS,
-        "payments": "on" if payments_route_exists() else "off",
+        "payments": "on" if payments_on() else "off",
         "seed": seed,
         "denoise": denoise,
     }

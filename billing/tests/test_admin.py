@@ -10,6 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from animation.models import AnimationAttempt, HDAttempt
+from animation.tasks import generate_hd_result
 from billing.models import PaymentEvent, Purchase, PurchaseKind, PurchaseStatus
 from billing.services import checkout_for_animation
 from rekindle.testing.factories import AnimationAttemptFactory, PurchaseFactory, UserFactory
@@ -153,7 +154,7 @@ def test_it_grants_the_hd_result_as_a_comp_saying_who_and_why(
     assert ready.hd_paid
     hd = HDAttempt.objects.get(animation=ready)
     assert comp.hd == hd
-    assert queued.calls("animation") == [("generate_hd_result", str(hd.pk))]
+    assert queued.calls(generate_hd_result.queue_name) == [("generate_hd_result", str(hd.pk))]
     not_ready.refresh_from_db()
     assert not not_ready.hd_paid
 

@@ -64,7 +64,7 @@ def test_it_makes_a_checkout_session_for_the_hd_result_of_a_succeeded_animation(
     for name, outcome in (("success_url", "success"), ("cancel_url", "canceled")):
         url = sent[name]
         query = parse_qs(urlsplit(url).query)
-        assert url.startswith(f"http://127.0.0.1:8000/api/v1/jobs/{job.id}?access=")
+        assert url.startswith(f"http://127.0.0.1:8000/j/{job.id}?access=")
         assert job_link_access_matches(job, query["access"][0])
         assert query["checkout"] == [outcome]
     assert sent["success_url"].endswith("&session_id={CHECKOUT_SESSION_ID}")

@@ -50,5 +50,5 @@ def test_it_sends_a_refund_notice_in_full_or_in_part() -> None:
     assert "We refunded your payment of 9.00 USD for the HD video. It is no longer available" in full_mail.body
     assert part_mail.subject == "Part of your payment for the HD video was refunded"
     assert "We refunded 2.50 USD of your payment of 9.00 USD for the HD video. You keep the HD video." in part_mail.body
-    assert f"/api/v1/jobs/{part.job_id}?access=" in part_mail.body
+    assert f"/j/{part.job_id}?access=" in part_mail.body
     assert Purchase.objects.count() == 3

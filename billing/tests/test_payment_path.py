@@ -18,6 +18,7 @@ from djstripe.models import Session
 from rest_framework.test import APIClient
 
 from animation.models import HDAttempt
+from animation.tasks import generate_hd_result
 from billing.models import Purchase, PurchaseStatus
 from jobs.models import AttemptStatus, Job
 from rekindle import storage
@@ -41,7 +42,7 @@ def worker(stub_worker_factory: Callable[..., dramatiq.Worker]) -> dramatiq.Work
 
 def drain(worker: dramatiq.Worker) -> None:
     broker: Any = worker.broker
-    for queue in ("animation", "billing"):
+    for queue in (generate_hd_result.queue_name, "billing"):
         broker.join(queue, fail_fast=True)
     worker.join()
 

@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from animation.models import AnimationAttempt, HDAttempt
+from animation.tasks import generate_hd_result
 from billing.management.commands.reconcile_payments import Command
 from billing.models import Purchase, PurchaseStatus
 from billing.services import checkout_for_animation
@@ -45,7 +46,7 @@ def test_it_pays_a_session_paid_in_stripe_whose_webhook_never_came(
     animation.refresh_from_db()
     assert animation.hd_paid
     hd = HDAttempt.objects.get(animation=animation)
-    assert queued.calls("animation") == [("generate_hd_result", str(hd.pk))]
+    assert queued.calls(generate_hd_result.queue_name) == [("generate_hd_result", str(hd.pk))]
     assert f"fixed purchase #{purchase.pk} (session {session_id}): pending -> paid (9.00 USD); HD run queued" in output
     assert "checked 2 Checkout Session(s) of the last 72 h, fixed 1" in output
     assert Purchase.objects.get(stripe_session_id=unpaid_id).status == PurchaseStatus.PENDING
@@ -55,7 +56,7 @@ def test_it_pays_a_session_paid_in_stripe_whose_webhook_never_came(
         assert "fixed 0" in reconcile()
         stripe_webhooks.deliver("checkout.session.completed", session)
     assert Purchase.objects.get(stripe_session_id=session_id).status == PurchaseStatus.PAID
-    assert len(queued.calls("animation")) == 1
+    assert len(queued.calls(generate_hd_result.queue_name)) == 1
 
 
 def test_it_refunds_what_was_refunded_in_stripe_but_not_here(

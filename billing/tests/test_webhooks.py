@@ -18,6 +18,7 @@ from djstripe.models import Event, WebhookEventTrigger
 from rest_framework.test import APIClient
 
 from animation.models import AnimationAttempt, HDAttempt
+from animation.tasks import generate_hd_result
 from billing import stripe_api
 from billing.models import PaymentEvent, PaymentEventOutcome, Purchase, PurchaseStatus
 from billing.services import checkout_for_animation, checkout_session_params
@@ -61,7 +62,7 @@ class Payments:
         return bool(AnimationAttempt.objects.get(pk=self.animation.pk).hd_paid)
 
     def hd_runs_queued(self) -> list[str]:
-        return [args for name, args in self.queued.calls("animation") if name == "generate_hd_result"]
+        return [args for name, args in self.queued.calls(generate_hd_result.queue_name) if name == "generate_hd_result"]
 
     def hd_url(self) -> str | None:
         body = APIClient().get(f"/api/v1/jobs/{self.job.id}", headers={"X-Job-Token": token_of(self.job)}).json()

@@ -107,11 +107,13 @@ def test_it_answers_a_malformed_job_address_with_a_page_that_says_so() -> None:
 
 
 @pytest.mark.django_db
-def test_it_says_payments_are_off_when_there_is_no_checkout_route(settings: Settings) -> None:
+def test_it_says_payments_are_off_without_stripe_keys_or_a_checkout_route(settings: Settings) -> None:
     job = JobFactory.create()
     assert 'data-payments="off"' in Client().get(f"/j/{job.pk}").content.decode()
-    settings.ROOT_URLCONF = "jobs.tests.checkout_urls"
+    settings.STRIPE_SECRET_KEY = "sk_test_page"
     assert 'data-payments="on"' in Client().get(f"/j/{job.pk}").content.decode()
+    settings.ROOT_URLCONF = "jobs.page_urls"  # a server without the billing routes
+    assert 'data-payments="off"' in Client().get(f"/j/{job.pk}").content.decode()
 
 
 @pytest.mark.django_db
