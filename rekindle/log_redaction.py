@@ -92,8 +92,11 @@ def email_digest(address: str) -> str:
 
 
 def _looks_like_file_contents(run: str) -> bool:
-    # UUIDs, hex digests and paths are one case or digits only; base64 of binary mixes all three.
-    return any(c.isupper() for c in run) and any(c.islower() for c in run) and any(c.isdigit() for c in run)
+    # Base64 of binary is about 40% capitals and 40% small letters, with digits; UUIDs and hex digests
+    # are one case, and a path of them with a timestamp (``.../20261202T043533Z-2e05``) a few capitals.
+    upper = sum(c.isupper() for c in run)
+    lower = sum(c.islower() for c in run)
+    return upper >= len(run) // 8 and lower >= len(run) // 8 and any(c.isdigit() for c in run)
 
 
 def _base64_run(match: re.Match[str]) -> str:

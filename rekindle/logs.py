@@ -50,6 +50,15 @@ def _drop_noise(logger: Any, method_name: str, event_dict: dict[str, Any]) -> di
     return event_dict
 
 
+# The keys a reader looks for first, at the head of each line; the rest follow as they were bound.
+_FIRST_KEYS = ("timestamp", "level", "logger", "event")
+
+
+def _first_keys_first(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    head = {key: event_dict.pop(key) for key in _FIRST_KEYS if key in event_dict}
+    return {**head, **event_dict}
+
+
 def _shared_processors() -> list[Any]:
     """What every record gets before it is rendered, whether structlog's own or the standard library's."""
     return [
@@ -91,6 +100,7 @@ def formatter(fmt: str = "json") -> structlog.stdlib.ProcessorFormatter:
             # Tracebacks as text before the scrub, so what an exception says is scrubbed too.
             structlog.processors.format_exc_info,
             scrub_event,
+            _first_keys_first,
             renderer,
         ],
     )
