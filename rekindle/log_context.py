@@ -36,7 +36,7 @@ class RequestIdMessages(dramatiq.Middleware):
             if request_id:
                 message.options[OPTION] = request_id
 
-    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         structlog.contextvars.clear_contextvars()
         fields: dict[str, Any] = {"message_id": message.message_id, "actor": message.actor_name}
         if message.options.get(OPTION):
@@ -46,12 +46,12 @@ class RequestIdMessages(dramatiq.Middleware):
     def after_process_message(
         self,
         broker: dramatiq.Broker,
-        message: dramatiq.Message[Any],
+        message: dramatiq.MessageProxy,
         *,
         result: Any = None,
         exception: BaseException | None = None,
     ) -> None:
         structlog.contextvars.clear_contextvars()
 
-    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.Message[Any]) -> None:
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         structlog.contextvars.clear_contextvars()

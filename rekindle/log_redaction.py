@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 # The query parameters that stand for a job's access (jobs.access: ``token``, ``access``).
@@ -141,7 +141,7 @@ def scrub_value(value: Any, *, key: str | None = None, depth: int = 0) -> Any:
     return redact(str(value))
 
 
-def scrub_event(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def scrub_event(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """The structlog processor: every value of the event, the message and a rendered traceback included."""
     return {key: scrub_value(value, key=key) for key, value in event_dict.items()}
 

@@ -25,6 +25,7 @@ import sys
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict
 
 from rekindle.log_redaction import scrub_event
 
@@ -44,7 +45,7 @@ SERVER_LOGGERS = (
 _NOISE = ("color_message", "request", "server_time")
 
 
-def _drop_noise(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _drop_noise(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     for key in _NOISE:
         event_dict.pop(key, None)
     return event_dict
@@ -54,7 +55,7 @@ def _drop_noise(logger: Any, method_name: str, event_dict: dict[str, Any]) -> di
 _FIRST_KEYS = ("timestamp", "level", "logger", "event")
 
 
-def _first_keys_first(logger: Any, method_name: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _first_keys_first(logger: Any, method_name: str, event_dict: EventDict) -> EventDict:
     head = {key: event_dict.pop(key) for key in _FIRST_KEYS if key in event_dict}
     return {**head, **event_dict}
 

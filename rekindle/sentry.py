@@ -32,7 +32,7 @@ TAG_FIELDS = ("request_id", "message_id", "job_id", "attempt_id", "kind", "tries
 
 def _scrub(value: Any, key: str | None = None) -> Any:
     """:func:`scrub_value`, keeping sentry-sdk's own markers (``AnnotatedValue``) for its serializer."""
-    from sentry_sdk.utils import AnnotatedValue
+    from sentry_sdk._types import AnnotatedValue
 
     if isinstance(value, AnnotatedValue):
         return AnnotatedValue(_scrub(value.value, key), value.metadata)
@@ -82,6 +82,6 @@ def init_sentry(*, dsn: str, environment: str, traces_sample_rate: float, releas
         include_local_variables=False,
         before_send=before_send,  # type: ignore[arg-type]
         before_send_transaction=before_send,  # type: ignore[arg-type]
-        before_breadcrumb=before_breadcrumb,  # type: ignore[arg-type]
+        before_breadcrumb=before_breadcrumb,
     )
     return True

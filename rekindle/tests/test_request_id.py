@@ -88,20 +88,21 @@ def test_messages_sent_during_a_request_carry_its_id_and_bind_it_in_the_worker(s
     import dramatiq
 
     assert any(isinstance(m, RequestIdMessages) for m in stub_broker.middleware)
-    message = dramatiq.Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={})
+    message: dramatiq.Message[Any] = dramatiq.Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={})
     with structlog.contextvars.bound_contextvars(request_id="req-42"):
         RequestIdMessages().before_enqueue(stub_broker, message, None)
     assert message.options["request_id"] == "req-42"
-    outside = dramatiq.Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={})
+    outside: dramatiq.Message[Any] = dramatiq.Message(queue_name="q", actor_name="a", args=(), kwargs={}, options={})
     RequestIdMessages().before_enqueue(stub_broker, outside, None)
     assert "request_id" not in outside.options
 
     middleware = RequestIdMessages()
-    middleware.before_process_message(stub_broker, message)
+    proxy = dramatiq.MessageProxy(message)
+    middleware.before_process_message(stub_broker, proxy)
     assert structlog.contextvars.get_contextvars() == {
         "request_id": "req-42",
         "message_id": message.message_id,
         "actor": "a",
     }
-    middleware.after_process_message(stub_broker, message)
+    middleware.after_process_message(stub_broker, proxy)
     assert structlog.contextvars.get_contextvars() == {}

@@ -148,7 +148,7 @@ def test_a_views_and_an_actors_exceptions_reach_sentry_with_no_address_token_or_
 
 def test_before_send_scrubs_every_part_of_an_event_and_tags_the_bound_fields() -> None:
     import structlog
-    from sentry_sdk.utils import AnnotatedValue
+    from sentry_sdk._types import AnnotatedValue
 
     event = {
         "request": {
