@@ -45,8 +45,10 @@ _SIGNED = re.compile(
 )
 _BEARER = re.compile(r"(?P<name>\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+# The local part without the characters that end a query value (``&``, ``=``, ``?``, ``/``), so
+# ``?who=family@example.com`` keeps its name; and the ``%40`` form of an address in a query string.
 _EMAIL = re.compile(
-    r"(?P<first>[A-Za-z0-9])[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]*@(?P<domain>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)"
+    r"(?P<first>[A-Za-z0-9])[A-Za-z0-9.!#$%*+^_`{|}~-]*?(?:@|%40)(?P<domain>[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)"
 )
 # A printed bytes value (``b'\xff\xd8...'``) longer than a short marker.
 _BYTES_REPR = re.compile(r"""\bb(?P<q>['"])(?:\\.|(?!(?P=q)).){48,}?(?P=q)""", re.DOTALL)

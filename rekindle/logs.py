@@ -21,6 +21,7 @@ gives the same to gunicorn's master process before Django is loaded.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -86,8 +87,12 @@ def configure_structlog() -> None:
 
 
 def formatter(fmt: str = "json") -> structlog.stdlib.ProcessorFormatter:
-    """The formatter of every handler (``LOGGING["formatters"]``); configures structlog on the way."""
+    """The formatter of every handler (``LOGGING["formatters"]``); configures structlog on the way.
+
+    Python's warnings go through logging too (``py.warnings``), so they are lines like any other.
+    """
     configure_structlog()
+    logging.captureWarnings(True)
     if fmt == "console":
         renderer: Any = structlog.dev.ConsoleRenderer(
             colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
