@@ -75,10 +75,12 @@ def test_it_logs_one_request_id_and_attempt_id_on_both_sides_of_the_broker(
     worker_lines = json_lines(worker.log())
     # The web side: the request's own lines (the attempt sent, the access line) under the id it was given.
     sent = [line for line in web_lines if line["event"] == "attempt.sent"]
-    assert [(line["request_id"], line["attempt_id"]) for line in sent] == [(request_id, attempt_id)]
+    assert [(line["request_id"], line["attempt_id"], line["job_id"]) for line in sent] == [
+        (request_id, attempt_id, job_id)
+    ]
     restore_path = f"/jobs/{job_id}/restore"
     access = [line for line in web_lines if line["logger"] == "uvicorn.access" and restore_path in line["event"]]
-    assert [line["request_id"] for line in access] == [request_id]
+    assert [(line["request_id"], line["job_id"]) for line in access] == [(request_id, job_id)]
     # The worker side: every line of the run carries the same request id and the attempt's fields.
     run = [line for line in worker_lines if line.get("attempt_id") == attempt_id]
     assert {line["event"] for line in run} >= {"attempt.claimed", "attempt.submitted", "attempt.finished"}
