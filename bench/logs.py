@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -31,7 +32,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rekindle.settings")
 os.environ.setdefault("DEBUG", "true")
 
 
-def per_line_us(emit: Callable[[], None], lines: int) -> float:
+def per_line_us(emit: Callable[[], object], lines: int) -> float:
     """Median of five rounds of ``lines`` calls, in microseconds per call."""
     rounds = []
     for _ in range(5):
@@ -40,6 +41,43 @@ def per_line_us(emit: Callable[[], None], lines: int) -> float:
             emit()
         rounds.append((time.perf_counter() - started) / lines * 1e6)
     return statistics.median(rounds)
+
+
+def measure(fmt: str, lines: int, fields: dict[str, Any], botocore_dump: str, exc_info: Any) -> str:
+    """One format's figures, as a line of text."""
+    from rekindle.logs import formatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter(fmt))
+    std = logging.getLogger(f"bench.{fmt}")
+    std.handlers[:] = [handler]
+    std.propagate = False
+    std.setLevel(logging.DEBUG)
+    events = structlog.stdlib.get_logger(f"bench.{fmt}")
+
+    def access() -> None:
+        std.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/api/v1/jobs/db8e7ab3", "1.1", 200)
+
+    def event() -> None:
+        events.info("attempt.submitted")
+
+    def dump() -> None:
+        std.debug(botocore_dump)
+
+    def traceback() -> None:
+        std.error("run failed", exc_info=exc_info)
+
+    with structlog.contextvars.bound_contextvars(request_id=fields["request_id"]):
+        access_us = per_line_us(access, lines)
+    with structlog.contextvars.bound_contextvars(**fields):
+        event_us = per_line_us(event, lines)
+        dump_us = per_line_us(dump, max(lines // 10, 1))
+        traceback_us = per_line_us(traceback, max(lines // 10, 1))
+    return (
+        f"{fmt:8s} access line {access_us:7.1f}  attempt event {event_us:7.1f}  "
+        f"botocore dump {dump_us:7.1f}  traceback {traceback_us:7.1f}"
+    )
 
 
 def main() -> None:
@@ -53,7 +91,7 @@ def main() -> None:
     from django.http import HttpResponse
     from django.test import RequestFactory
 
-    from rekindle.logs import configure_structlog, formatter
+    from rekindle.logs import configure_structlog
     from rekindle.request_id import request_id_middleware
 
     configure_structlog()
@@ -84,38 +122,7 @@ def main() -> None:
 
     print(f"{args.lines} lines per round, median of 5 rounds, microseconds per line")
     for fmt in ("json", "console"):
-        stream = io.StringIO()
-        handler = logging.StreamHandler(stream)
-        handler.setFormatter(formatter(fmt))
-        std = logging.getLogger(f"bench.{fmt}")
-        std.handlers[:] = [handler]
-        std.propagate = False
-        std.setLevel(logging.DEBUG)
-        events = structlog.stdlib.get_logger(f"bench.{fmt}")
-
-        def access() -> None:
-            std.info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:5000", "GET", "/api/v1/jobs/db8e7ab3", "1.1", 200)
-
-        def event() -> None:
-            events.info("attempt.submitted")
-
-        def dump() -> None:
-            std.debug(botocore_dump)
-
-        def traceback() -> None:
-            std.error("run failed", exc_info=exc_info)
-
-        with structlog.contextvars.bound_contextvars(request_id=fields["request_id"]):
-            access_us = per_line_us(access, args.lines)
-        with structlog.contextvars.bound_contextvars(**fields):
-            event_us = per_line_us(event, args.lines)
-            dump_us = per_line_us(dump, max(args.lines // 10, 1))
-            traceback_us = per_line_us(traceback, max(args.lines // 10, 1))
-        print(
-            f"{fmt:8s} access line {access_us:7.1f}  attempt event {event_us:7.1f}  "
-            f"botocore dump {dump_us:7.1f}  traceback {traceback_us:7.1f}"
-        )
-        stream.truncate(0)
+        print(measure(fmt, args.lines, fields, botocore_dump, exc_info))
 
     def view(request: object) -> HttpResponse:
         return HttpResponse("ok")
