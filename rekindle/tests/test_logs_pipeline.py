@@ -21,6 +21,7 @@ from rekindle.testing.pipeline import WebProcess, WorkerProcess, wait_for
 pytestmark = [pytest.mark.redis, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 SMALL_RESTORE = {"megapixels": 0.25, "steps": 4}
+SMALL_ANIMATION = {"seconds": 1, "fps": 8, "width": 256, "height": 256}
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -40,7 +41,7 @@ def finished(web: WebProcess, job_id: str, token: str, kind: str = "restore_atte
     return None
 
 
-def test_it_logs_one_request_id_and_attempt_id_on_both_sides_of_the_broker(
+def test_it_logs_one_request_id_and_attempt_id_on_both_sides_of_the_broker_for_restores_and_animations(
     redis_broker: Any,
     pipeline_worker: Callable[..., WorkerProcess],
     pipeline_web: Callable[..., WebProcess],
@@ -99,6 +100,24 @@ def test_it_logs_one_request_id_and_attempt_id_on_both_sides_of_the_broker(
     assert (last["node"], last["prompt_id"]) == (submitted["node"], submitted["prompt_id"])
     # Lines outside the run (the worker starting, the next message) do not keep its fields.
     assert not any(line.get("attempt_id") for line in worker_lines if "Worker process is ready" in line["event"])
+
+    # The animation of the restore: the same on its own path, with its own request id and kind.
+    animated = requests.post(
+        f"{web.url}/api/v1/jobs/{job_id}/animate",
+        json={"parameters": SMALL_ANIMATION},
+        headers={"X-Job-Token": token, "X-Request-ID": "animate-1"},
+        timeout=30,
+    )
+    assert animated.status_code == 202, animated.text
+    animation_id = animated.json()["id"]
+    answer = wait_for(lambda: finished(web, job_id, token, "animation_attempts"), what="the animation")
+    assert answer["animation_attempts"][0]["status"] == "succeeded"
+    wait_for(lambda: worker.log().count('"attempt.finished"') == 2, what="the animation's last line")
+    run = [line for line in json_lines(worker.log()) if line.get("attempt_id") == animation_id]
+    assert {line["event"] for line in run} >= {"attempt.claimed", "attempt.submitted", "attempt.finished"}
+    assert {(line["request_id"], line["kind"], line["job_id"], line["actor"]) for line in run} == {
+        ("animate-1", "animate_preview", job_id, "process_animation")
+    }
 
 
 def test_it_keeps_addresses_tokens_access_values_signatures_and_image_bytes_out_of_every_log_line(
