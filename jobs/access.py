@@ -20,6 +20,7 @@ import secrets
 import uuid
 from datetime import timedelta
 
+import structlog
 from django.conf import settings
 from django.core import signing
 from django.db.models import QuerySet
@@ -130,4 +131,6 @@ def job_for_request(
         raise JobNotFound() from None
     if not can_access(request, job):
         raise JobNotFound()
+    # The rest of the request's lines (the access line included) name the job it is about.
+    structlog.contextvars.bind_contextvars(job_id=str(job.pk))
     return job

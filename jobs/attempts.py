@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import structlog
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q, QuerySet
@@ -43,6 +44,7 @@ from jobs.notifications import job_ready_email_send
 from rekindle.errors import Conflict
 
 logger = logging.getLogger(__name__)
+events = structlog.stdlib.get_logger(__name__)
 
 AttemptT = TypeVar("AttemptT", bound=Attempt)
 AttemptId = uuid.UUID | str
@@ -133,6 +135,7 @@ def attempt_send(model: type[Attempt], attempt_id: AttemptId, *, bulk: bool = Fa
         )
         return False
     rows(model).filter(pk=attempt_id).update(last_enqueued_at=timezone.now())
+    events.info("attempt.sent", kind=kind.name, attempt_id=str(attempt_id), bulk=bulk)
     return True
 
 

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import structlog
 from django.conf import settings
 from django.core.cache import caches
 from django.core.mail import EmailMultiAlternatives
@@ -33,6 +34,7 @@ from jobs.kinds import kind_of
 from jobs.models import Attempt, AttemptStatus, Job
 
 logger = logging.getLogger(__name__)
+events = structlog.stdlib.get_logger(__name__)
 
 FINISHED = (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED)
 
@@ -103,6 +105,8 @@ def job_ready_email_send(*, attempt: Attempt, force: bool = False) -> bool:
         return False
     if force:
         rows.filter(pk=attempt.pk).update(notified_at=now)
+    # The address is masked by the log scrubber (rekindle/log_redaction.py): support sees f***@example.com.
+    events.info("email.sent", to=job.email, kind=kind_of(attempt).name, attempt_id=str(attempt.pk), job_id=str(job.pk))
     return True
 
 

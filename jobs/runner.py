@@ -18,6 +18,11 @@ error is decided here, once:
   Database errors are the exception; they propagate, the lease runs out, and
   ``requeue_stuck_attempts`` puts the attempt back.
 
+Every line logged while an attempt runs carries its fields (``job_id``, ``attempt_id``, ``kind``,
+``tries``, and ``engine``, ``node``, ``prompt_id`` once the engine has submitted the run), bound
+with ``structlog.contextvars`` once the claim is won and unbound when the run ends; the heartbeat
+thread runs in a copy of that context.
+
 While the engine runs, a heartbeat thread renews the lease every third of
 ``LEASE_SECONDS``, writes progress at most once a second, and reads the row's status
 about once a second: the engine's ``should_cancel`` answers from that, so a cancel (or a
@@ -26,6 +31,7 @@ takeover) stops the run on its node within a second or so.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -33,6 +39,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from django.conf import settings
@@ -54,7 +61,7 @@ from jobs.attempts import (
     lease_seconds,
     tries_left,
 )
-from jobs.kinds import kind_of
+from jobs.kinds import AttemptKind, kind_of
 from jobs.models import Attempt
 from rekindle.bounded import give_back_freed_memory
 from rekindle.engines import get_engine
@@ -70,6 +77,7 @@ from rekindle.engines.base import (
 from rekindle.workflows import Workflow, WorkflowParameterError, get_workflow
 
 logger = logging.getLogger(__name__)
+events = structlog.stdlib.get_logger(__name__)
 
 AttemptT = TypeVar("AttemptT", bound=Attempt)
 
@@ -108,6 +116,8 @@ class Heartbeat(threading.Thread):
     def __init__(self, attempt: Attempt) -> None:
         super().__init__(name=f"heartbeat-{attempt.pk}", daemon=True)
         self.attempt = attempt
+        # A new thread starts with an empty context: its lines carry the attempt's fields from this copy.
+        self._log_context = contextvars.copy_context()
         self.lost = threading.Event()
         self._stop_event = threading.Event()
         self._progress = 0
@@ -131,6 +141,9 @@ class Heartbeat(threading.Thread):
             self.join(timeout=10)
 
     def run(self) -> None:
+        self._log_context.run(self._run)
+
+    def _run(self) -> None:
         try:
             while not self._stop_event.wait(self._tick):
                 try:
@@ -176,11 +189,17 @@ class RunContext(Generic[AttemptT]):
         # The engine that takes the run may be another than the configured one (overflow to RunPod).
         running_on = [engine.name]
 
+        structlog.contextvars.bind_contextvars(engine=engine.name)
+
         def submitted(node: str, prompt_id: str) -> None:
+            # Bound here, where the engine names them, so the rest of the run's lines say where it runs.
+            structlog.contextvars.bind_contextvars(engine=running_on[0], node=node, prompt_id=prompt_id)
+            events.info("attempt.submitted")
             attempt_record_submission(self.attempt, engine=running_on[0], node=node, prompt_id=prompt_id)
 
         def routed(name: str, reason: str) -> None:
             running_on[0] = name
+            structlog.contextvars.bind_contextvars(engine=name)
             attempt_record_routing(self.attempt, engine=name, reason=reason)
 
         paid = getattr(kind_of(self.attempt).actor, "queue_name", "") == settings.DRAMATIQ_QUEUE_PAID
@@ -266,7 +285,32 @@ def attempt_process(model: type[AttemptT], attempt_id: str) -> str:
     if attempt is None:
         logger.info("%s attempt %s: not queued any more, nothing to do", kind.name, attempt_id)
         return "lost"
+    fields = {
+        "job_id": str(attempt.job_id),
+        "attempt_id": str(attempt.pk),
+        "kind": kind.name,
+        "tries": attempt.tries,
+        # Unbound on the way out, whatever the engine bound meanwhile.
+        "engine": "",
+        "node": "",
+        "prompt_id": "",
+    }
+    started = time.monotonic()
+    with structlog.contextvars.bound_contextvars(**fields):
+        events.info("attempt.claimed", workflow=attempt.workflow)
+        # What the run raised, when it raised anything but a retry, is in the lines before.
+        outcome = "error"
+        try:
+            outcome = _run_claimed(kind, attempt, attempt_id)
+        except AttemptRetry:
+            outcome = "retry"
+            raise
+        finally:
+            events.info("attempt.finished", outcome=outcome, seconds=round(time.monotonic() - started, 3))
+        return outcome
 
+
+def _run_claimed(kind: AttemptKind, attempt: AttemptT, attempt_id: str) -> str:
     heartbeat = Heartbeat(attempt)
     heartbeat.start()
     try:

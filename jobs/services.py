@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import IO
 
+import structlog
 from django.contrib.auth.models import User
 from django.db import transaction
 
@@ -68,6 +69,7 @@ def job_create(*, email: str, image: IO[bytes], owner: User | None = None) -> Cr
         except Exception:
             logger.exception("job_create: could not remove %s after the job was not recorded", key)
         raise
+    structlog.contextvars.bind_contextvars(job_id=str(job.id))
     logger.info(
         "job %s created: %s %dx%d from %s, %d bytes",
         job.id,

@@ -24,6 +24,9 @@ from rekindle.env import (
     env_str,
     env_url,
 )
+from rekindle.logs import LOG_FORMATS, logging_config
+from rekindle.logs import default_format as default_log_format
+from rekindle.sentry import init_sentry
 
 # Lets runtime code write the generic forms the type checker wants (ModelAdmin[Job]).
 django_stubs_ext.monkeypatch()
@@ -65,6 +68,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every answer (a redirect, a static file, an error) names its request and every line logs it.
+    "rekindle.request_id.request_id_middleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the pages' and the admin's) straight from the app, before anything else runs.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -190,6 +195,8 @@ DRAMATIQ_BROKER = {
     "BROKER": "rekindle.broker.WakingRedisBroker" if REDIS_URL else "dramatiq.brokers.stub.StubBroker",
     "OPTIONS": {"url": REDIS_URL, "namespace": DRAMATIQ_REDIS_NAMESPACE} if REDIS_URL else {},
     "MIDDLEWARE": [
+        # The sending request's id rides in each message and is bound in the worker (rekindle/log_context.py).
+        "rekindle.log_context.RequestIdMessages",
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.Callbacks",
@@ -578,12 +585,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # Email links' access values and job tokens never reach a log line (rekindle/log_redaction.py).
-    "filters": {"redact": {"()": "rekindle.log_redaction.RedactSecrets"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact"]}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
-}
+# --- Logs and errors ----------------------------------------------------------
+# One JSON line per event (json), or aligned readable lines (console, the default with DEBUG on, as
+# `make run`); Django's, Dramatiq's and the servers' records alike, with the request and attempt
+# fields bound, secrets and addresses scrubbed (rekindle/logs.py, rekindle/log_redaction.py).
+LOG_LEVEL = env_choice("LOG_LEVEL", "info", ("debug", "info", "warning", "error", "critical")).upper()
+LOG_FORMAT = env_choice("LOG_FORMAT", default_log_format(DEBUG), LOG_FORMATS)
+LOGGING = logging_config(fmt=LOG_FORMAT, level=LOG_LEVEL)
+
+# Sentry (optional): errors of the web process and the workers, scrubbed like the logs (rekindle/sentry.py).
+# Started here, before django_dramatiq builds the broker, so the Dramatiq integration's middleware is on it.
+SENTRY_DSN = env_url("SENTRY_DSN", schemes=("http", "https"))
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", "development" if DEBUG else "production")
+SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0, minimum=0.0)
+if SENTRY_TRACES_SAMPLE_RATE > 1.0:
+    raise ImproperlyConfigured("SENTRY_TRACES_SAMPLE_RATE must be between 0 and 1")
+init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)

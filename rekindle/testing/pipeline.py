@@ -11,6 +11,10 @@ Fixtures (registered by the root ``conftest.py``; the benchmark uses the classes
   same Redis namespace, the ``s3_bucket`` bucket and ComfyUI stand-in nodes, writing its
   emails to a folder the test reads (``worker.emails()``). ``worker.kill()`` is kill -9 of
   its whole process group.
+- ``pipeline_web``: ``pipeline_web(**env)`` starts ``manage.py serve`` (uvicorn, ASGI) as a
+  subprocess on the worker's environment (same database, Redis namespace, bucket), so requests
+  go through a real server whose background work goes to the workers; its log is kept like a
+  worker's (``web.log()``).
 - ``RedisServer``: a redis-server of a test's own on a free port, which the test may stop
   and start again (never the shared one on 6379).
 """
@@ -189,6 +193,58 @@ class WorkerProcess:
         return messages
 
 
+class WebProcess:
+    """One ``manage.py serve`` process (uvicorn) on a free port, its output kept in a file like a worker's."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **env,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SITE_URL": self.url,
+            # Plain HTTP on loopback: no redirect to HTTPS.
+            "SECURE_SSL_REDIRECT": "false",
+            "PYTHONUNBUFFERED": "1",
+            **{f"THROTTLE_{scope}_RATE": "off" for scope in ("UPLOAD", "RESTORE", "ANIMATE", "LINK")},
+            **{f"THROTTLE_{scope}_IP_RATE": "off" for scope in ("UPLOAD", "RESTORE", "ANIMATE", "LINK")},
+        }
+        self.log_path = Path(tempfile.mkstemp(prefix="rekindle-web-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WebProcess:
+        command = [sys.executable, "manage.py", "serve", "--port", str(self.port)]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(self._ready, timeout=WORKER_START_TIMEOUT, interval=0.2, what=f"the web server (log: {self.log_path})")
+        return self
+
+    def _ready(self) -> bool:
+        import requests
+
+        if self.process is not None and self.process.poll() is not None:
+            pytest.fail(f"the web server exited at start:\n{self.log()}")
+        try:
+            return requests.get(f"{self.url}/api/schema/", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=5)
+
+
 def database_url() -> str:
     """The URL of the database the tests run on (pytest-django's test database, by name)."""
     from rekindle.testing.services import POSTGRES_URL
@@ -264,3 +320,18 @@ def pipeline_worker(worker_env: dict[str, str]) -> Iterator[Callable[..., Worker
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def pipeline_web(worker_env: dict[str, str]) -> Iterator[Callable[..., WebProcess]]:
+    """``pipeline_web(**env_overrides)``: a started web server on the workers' environment; all stopped afterwards."""
+    started: list[WebProcess] = []
+
+    def start(**overrides: str) -> WebProcess:
+        web = WebProcess({**worker_env, **overrides}).start()
+        started.append(web)
+        return web
+
+    yield start
+    for web in started:
+        web.stop()

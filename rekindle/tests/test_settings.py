@@ -74,6 +74,32 @@ def test_it_starts_on_embedded_defaults() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def _setting(env: dict[str, str], name: str) -> str:
+    clean = {k: v for k, v in os.environ.items() if k not in ("SECRET_KEY", "DEBUG", "LOG_FORMAT", "REDIS_URL")}
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", f"from django.conf import settings; print(settings.{name})"],
+        cwd=ROOT,
+        env={**clean, "REKINDLE_VAR_DIR": "/tmp/rekindle-settings-test", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]
+
+
+def test_it_logs_readable_lines_in_development_and_json_otherwise() -> None:
+    assert _setting({"DEBUG": "true"}, "LOG_FORMAT") == "console"
+    assert _setting({"DEBUG": "false", "SECRET_KEY": "x" * 50}, "LOG_FORMAT") == "json"
+    assert _setting({"DEBUG": "true", "LOG_FORMAT": "JSON"}, "LOG_FORMAT") == "json"
+    result = _check({"DEBUG": "true", "LOG_FORMAT": "xml"})
+    assert result.returncode != 0
+    assert "LOG_FORMAT must be one of json, console" in result.stderr
+    result = _check({"DEBUG": "true", "SENTRY_TRACES_SAMPLE_RATE": "2"})
+    assert result.returncode != 0
+    assert "SENTRY_TRACES_SAMPLE_RATE must be between 0 and 1" in result.stderr
+
+
 # Two request-like transactions on the embedded SQLite database, each reading before it writes.
 # The first waits (up to a few seconds) for the second to have read, then both write.
 _SQLITE_CONTENTION = """
