@@ -410,8 +410,22 @@ def attempt_cancel(attempt: Attempt) -> bool:
         job_changed_on_commit(attempt.job_id)
         engine, node, prompt_id = row["engine"], row["node"], row["prompt_id"]
         if row["status"] == RUNNING and engine and node and prompt_id:
-            transaction.on_commit(lambda: _interrupt(engine, node, prompt_id))
+            attempt_interrupt_on_commit(engine, node, prompt_id)
     return True
+
+
+def job_running_prompts(job: Job) -> list[tuple[str, str, str]]:
+    """``(engine, node, prompt_id)`` of every attempt of the job, of any kind, running on a node now."""
+    found: list[tuple[str, str, str]] = []
+    for kind in attempt_kinds():
+        running = kind.rows().filter(job=job, status=RUNNING).exclude(node="").exclude(prompt_id="")
+        found.extend(running.exclude(engine="").values_list("engine", "node", "prompt_id"))
+    return found
+
+
+def attempt_interrupt_on_commit(engine: str, node: str, prompt_id: str) -> None:
+    """Interrupt ``prompt_id`` on its node once the current transaction commits (never inside it: a network call)."""
+    transaction.on_commit(lambda: _interrupt(engine, node, prompt_id))
 
 
 def _interrupt(engine_name: str, node: str, prompt_id: str) -> None:
