@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -68,13 +68,17 @@ def file_cleanup_done(job_id: uuid.UUID | str, *, up_to: int) -> int:
     return deleted
 
 
-def file_cleanup_take_one_owed(*, exclude: set[int]) -> int | None:
-    """The id of one owed cleanup whose message never got through or went out long ago; None when none is.
+def file_cleanup_take_one_owed(*, exclude: set[int], broker_since: datetime | None = None) -> int | None:
+    """The id of one owed cleanup whose message never got through, went out long ago, or went out before the
+    broker's Redis last started (``broker_since``: it may have been lost); None when none is.
 
     No row lock: two sweeps at once may both send one cleanup, which only lists the job's
     prefixes twice (deleting is idempotent), and the send itself must not hold a transaction.
     """
     resend_before = timezone.now() - timedelta(seconds=int(settings.QUEUED_RESEND_SECONDS))
-    owed = FileCleanup.objects.filter(Q(last_enqueued_at__isnull=True) | Q(last_enqueued_at__lt=resend_before))
+    due = Q(last_enqueued_at__isnull=True) | Q(last_enqueued_at__lt=resend_before)
+    if broker_since is not None:
+        due |= Q(last_enqueued_at__lt=broker_since)
+    owed = FileCleanup.objects.filter(due)
     pk: int | None = owed.exclude(pk__in=exclude).order_by("created_at").values_list("pk", flat=True).first()
     return pk

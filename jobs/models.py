@@ -106,6 +106,10 @@ class Attempt(models.Model):
     queued_at = models.DateTimeField(default=timezone.now)
     # When its message was last handed to the broker (null: never got through).
     last_enqueued_at = models.DateTimeField(null=True, blank=True)
+    # After a transient error: when the broker is due to hand its delayed message back (null: no retry waiting).
+    # A queued attempt still waiting well past it lost that message (a worker drops its delayed messages when
+    # its Redis connection fails) and ``requeue_stuck_attempts`` sends it again.
+    next_try_at = models.DateTimeField(null=True, blank=True)
     # When the "ready" (or "failed") email went out; set once.
     notified_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -53,6 +53,7 @@ from jobs.attempts import (
     attempt_still_held,
     attempt_succeed,
     lease_seconds,
+    retry_delay_ms,
     rows,
     tries_left,
 )
@@ -85,7 +86,14 @@ PROGRESS_INTERVAL = 1.0
 
 
 class AttemptRetry(Exception):
-    """The attempt went back to the queue after a transient error; the actor has the broker redeliver it."""
+    """The attempt went back to the queue after a transient error; the actor has the broker redeliver it.
+
+    ``delay_ms`` is the wait the row recorded (``next_try_at``): the actor passes it to ``dramatiq.Retry``.
+    """
+
+    def __init__(self, message: str, *, delay_ms: int) -> None:
+        super().__init__(message)
+        self.delay_ms = delay_ms
 
 
 class BadInput(Exception):
@@ -307,7 +315,7 @@ def attempt_process(model: type[AttemptT], attempt_id: str) -> str:
         if isinstance(exc, Interrupt):
             raise
         if outcome == "retry":
-            raise AttemptRetry(str(exc)) from exc
+            raise AttemptRetry(str(exc), delay_ms=retry_delay_ms(attempt)) from exc
         if not isinstance(exc, Exception):
             raise
         return outcome
@@ -359,7 +367,9 @@ def _record_error(attempt: Attempt, exc: BaseException, *, lost: bool) -> str:
         return "canceled"
     if category == "transient" and tries_left(attempt) > 0:
         logger.warning("%s: transient error, will retry: %s: %s", name, code, message)
-        attempt_retry_later(attempt, error_type=code, message=message, details=details)
+        attempt_retry_later(
+            attempt, error_type=code, message=message, details=details, delay_ms=retry_delay_ms(attempt)
+        )
         return "retry"
     if category == "internal":
         logger.error("%s: failed on an unexpected error", name, exc_info=exc)
