@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 import pytest
+from django.db import connection
+from rest_framework.test import APIClient
 
 from jobs.models import FileCleanup, Job
 from jobs.services import job_delete
 from rekindle import storage
+from rekindle.testing.comfyui_fixtures import StandinNode
 from rekindle.testing.factories import JobFactory, RestoreAttemptFactory, jpeg_bytes
+from rekindle.testing.pipeline import wait_for
 from rekindle.testing.s3 import S3Bucket
 from restoration.models import RestoreAttempt
 from restoration.services import restore_attempt_process
-from restoration.tests.test_process_restoration import ScriptedEngine
+from restoration.tests.test_process_restoration import SMALL, ScriptedEngine
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -123,3 +128,50 @@ def test_it_owes_the_cleanup_when_storage_refuses_to_remove_the_late_result(
         worker.stop()
     assert job_keys(job_id, s3_bucket) == []
     assert not FileCleanup.objects.filter(job_id=job_id).exists()
+
+
+def test_it_interrupts_the_run_on_its_node_when_the_job_is_deleted(
+    comfy_settings: list[StandinNode],
+    s3_bucket: S3Bucket,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    stub_broker: Any,
+) -> None:
+    """The delete itself stops the prompt: the worker's own checks (status, lease) are held off here, so only it can."""
+    monkeypatch.setattr("jobs.runner.PROGRESS_INTERVAL", 3600.0)
+    settings.LEASE_SECONDS = 3600
+    for node in comfy_settings:
+        node.set_faults(sampler_seconds=8.0)
+    attempt = RestoreAttemptFactory.create(job=JobFactory.create(stored_original=True), parameters=SMALL)
+    outcome: list[str] = []
+
+    def process() -> None:
+        try:
+            outcome.append(restore_attempt_process(attempt_id=str(attempt.pk)))
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=process)
+    worker.start()
+    running = wait_for(
+        lambda: RestoreAttempt.objects.filter(pk=attempt.pk).exclude(prompt_id="").first(),
+        timeout=60,
+        what="the prompt to reach its node",
+    )
+    node = next(node for node in comfy_settings if node.url == running.node)
+    wait_for(
+        lambda: any(e["event"] == "started" and e["prompt_id"] == running.prompt_id for e in node.prompt_record()),
+        timeout=30,
+        what="the prompt to start on the node",
+    )
+
+    response = APIClient().delete(f"/api/v1/jobs/{attempt.job_id}", headers={"X-Job-Token": attempt.job.token})
+    assert response.status_code == 204
+    worker.join(60)
+
+    assert not worker.is_alive()
+    assert outcome == ["canceled"]
+    assert node.counters()["interrupts"] >= 1
+    ends = [e for e in node.prompt_record() if e["prompt_id"] == running.prompt_id and e["event"] == "ended"]
+    assert [e["how"] for e in ends] == ["interrupted"]
+    assert s3_bucket.keys(f"restored/{attempt.job_id}/") == []
