@@ -165,7 +165,7 @@ def test_it_interrupts_the_run_on_its_node_when_the_job_is_deleted(
         what="the prompt to start on the node",
     )
 
-    response = APIClient().delete(f"/api/v1/jobs/{attempt.job_id}", headers={"X-Job-Token": attempt.job.token})
+    response = APIClient().delete(f"/api/v1/jobs/{attempt.job_id}", headers={"X-Job-Token": attempt.job.token})  # type: ignore[attr-defined]
     assert response.status_code == 204
     worker.join(60)
 
