@@ -18,6 +18,11 @@ error is decided here, once:
   Database errors are the exception; they propagate, the lease runs out, and
   ``requeue_stuck_attempts`` puts the attempt back.
 
+Outputs are written through :meth:`RunContext.store`, which writes only while the claim
+still holds, and a run that ends without recording its success removes what it wrote when
+no row will hold it (its job was deleted meanwhile, or it ended canceled under this claim):
+see :func:`outputs_discard`.
+
 While the engine runs, a heartbeat thread renews the lease every third of
 ``LEASE_SECONDS``, writes progress at most once a second, and reads the row's status
 about once a second: the engine's ``should_cancel`` answers from that, so a cancel (or a
