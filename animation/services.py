@@ -159,8 +159,8 @@ def animate_preview(run: RunContext[AnimationAttempt]) -> RunOutput:
     ts = attempt_timestamp_id(attempt)
     preview_key = storage.animation_preview_key(attempt.job_id, ts)
     thumb_key = storage.thumbnail_key(attempt.job_id, ts)
-    storage.put(preview_key, video, content_type="video/mp4")
-    storage.put(thumb_key, thumbnail_jpeg(video), content_type="image/jpeg")
+    run.store(preview_key, video, content_type="video/mp4")
+    run.store(thumb_key, thumbnail_jpeg(video), content_type="image/jpeg")
 
     def make_latest() -> None:
         Job.objects.filter(pk=attempt.job_id).update(latest_animation=attempt.pk)
@@ -183,7 +183,7 @@ def animate_hd(run: RunContext[HDAttempt]) -> RunOutput:
     animation = attempt.animation
     result, video = _run_video(run, animation, settings.HD_TIME_LIMIT_SECONDS)
     key = storage.animation_result_key(attempt.job_id, attempt_timestamp_id(animation))
-    storage.put(key, video, content_type="video/mp4")
+    run.store(key, video, content_type="video/mp4")
     return RunOutput(
         values={"result_key": key, "engine": result.engine, "node": result.node, "prompt_id": result.prompt_id}
     )

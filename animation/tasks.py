@@ -25,7 +25,7 @@ def process_animation(attempt_id: str) -> None:
     try:
         animation_attempt_process(attempt_id=attempt_id)
     except AttemptRetry as exc:
-        raise dramatiq.Retry(str(exc)) from exc
+        raise dramatiq.Retry(str(exc), delay=exc.delay_ms) from exc
 
 
 @dramatiq.actor(
@@ -40,4 +40,4 @@ def generate_hd_result(attempt_id: str) -> None:
     try:
         hd_result_process(attempt_id=attempt_id)
     except AttemptRetry as exc:
-        raise dramatiq.Retry(str(exc)) from exc
+        raise dramatiq.Retry(str(exc), delay=exc.delay_ms) from exc

@@ -35,7 +35,7 @@ from jobs.admin_display import (
     thumbnail,
 )
 from jobs.kinds import attempt_kinds
-from jobs.models import Attempt, AttemptStatus, Job
+from jobs.models import Attempt, AttemptStatus, FileCleanup, Job
 from jobs.services import job_delete
 
 ADMIN_CSS = {"all": ["rekindle/admin.css"]}
@@ -320,3 +320,22 @@ class JobAdmin(admin.ModelAdmin[Job]):
             f"The files of {len(jobs)} job{'s' if len(jobs) != 1 else ''} are being removed from storage.",
             messages.INFO,
         )
+
+
+@admin.register(FileCleanup)
+class FileCleanupAdmin(admin.ModelAdmin[FileCleanup]):
+    """Removals of deleted jobs' files still owed, read-only: a row that stays says the cleanup keeps failing."""
+
+    list_display = ("job_id", "created_at", "last_enqueued_at", "attempts")
+    search_fields = ("job_id",)
+    readonly_fields = ("job_id", "created_at", "last_enqueued_at", "attempts")
+    ordering = ("created_at",)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

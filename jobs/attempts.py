@@ -184,6 +184,7 @@ def attempt_claim(model: type[AttemptT], attempt_id: AttemptId) -> AttemptT | No
                 started_at=now,
                 finished_at=None,
                 lease_expires_at=_lease_until(now),
+                next_try_at=None,
                 progress=0,
                 waiting_for="",
                 error_type="",
@@ -304,23 +305,38 @@ def attempt_fail(
     return True
 
 
+def retry_delay_ms(attempt: Attempt) -> int:
+    """How long the broker holds the attempt's message after a transient error on this claim (milliseconds).
+
+    ``RETRY_MIN_BACKOFF_MS`` after the first try, doubling with each try of the current
+    budget, at most ``RETRY_MAX_BACKOFF_MS``. Chosen here rather than by Dramatiq so the
+    row can say when the retry is due (``next_try_at``).
+    """
+    used = max(attempt.tries - attempt.tries_at_requeue, 1)
+    delay = int(settings.RETRY_MIN_BACKOFF_MS) * 2 ** min(used - 1, 30)
+    return int(min(delay, int(settings.RETRY_MAX_BACKOFF_MS)))
+
+
 def attempt_retry_later(
     attempt: Attempt,
     *,
     error_type: str,
     message: str,
     details: Mapping[str, Any] | None = None,
+    delay_ms: int = 0,
 ) -> bool:
     """Put this claim's run back in the queue after a transient error, keeping the error visible.
 
-    The caller then has the broker redeliver the message with backoff (the actor raises
-    ``dramatiq.Retry``). False when the claim is gone.
+    The caller then has the broker redeliver the message in ``delay_ms`` (the actor raises
+    ``dramatiq.Retry`` with that delay), and ``next_try_at`` records when that is due, so
+    a delayed message the broker loses is noticed and sent again. False when the claim is gone.
     """
     now = timezone.now()
     done = _fenced(attempt).update(
         status=QUEUED,
         lease_expires_at=None,
         last_enqueued_at=now,
+        next_try_at=now + timedelta(milliseconds=delay_ms),
         waiting_for="",
         error_type=error_type[:64],
         error_message=message,
@@ -372,6 +388,7 @@ def attempt_requeue(attempt: Attempt) -> bool:
                 finished_at=None,
                 lease_expires_at=None,
                 last_enqueued_at=None,
+                next_try_at=None,
                 notified_at=None,
                 error_type="",
                 error_message="",
@@ -413,8 +430,22 @@ def attempt_cancel(attempt: Attempt) -> bool:
         job_changed_on_commit(attempt.job_id)
         engine, node, prompt_id = row["engine"], row["node"], row["prompt_id"]
         if row["status"] == RUNNING and engine and node and prompt_id:
-            transaction.on_commit(lambda: _interrupt(engine, node, prompt_id))
+            attempt_interrupt_on_commit(engine, node, prompt_id)
     return True
+
+
+def job_running_prompts(job: Job) -> list[tuple[str, str, str]]:
+    """``(engine, node, prompt_id)`` of every attempt of the job, of any kind, running on a node now."""
+    found: list[tuple[str, str, str]] = []
+    for kind in attempt_kinds():
+        running = kind.rows().filter(job=job, status=RUNNING).exclude(node="").exclude(prompt_id="")
+        found.extend(running.exclude(engine="").values_list("engine", "node", "prompt_id"))
+    return found
+
+
+def attempt_interrupt_on_commit(engine: str, node: str, prompt_id: str) -> None:
+    """Interrupt ``prompt_id`` on its node once the current transaction commits (never inside it: a network call)."""
+    transaction.on_commit(lambda: _interrupt(engine, node, prompt_id))
 
 
 def _interrupt(engine_name: str, node: str, prompt_id: str) -> None:
@@ -432,31 +463,38 @@ class StuckOutcome:
 
     model: type[Attempt]
     attempt_id: uuid.UUID
-    action: str  # "requeued", "failed" or "resent"
+    action: str  # "requeued", "failed", "resent", or "unsent" (the broker refused the resend)
 
 
-def attempt_handle_one_stuck(model: type[Attempt]) -> StuckOutcome | None:
+def attempt_handle_one_stuck(
+    model: type[Attempt], *, resend: bool = True, broker_since: datetime | None = None
+) -> StuckOutcome | None:
     """Deal with one stuck attempt of ``model``; None when there is none.
 
     In this order: a running attempt whose lease ran out (its worker died) goes back to
-    the queue, or fails with ``worker_lost`` when its tries are spent; a queued attempt
-    whose message never got through, or went out more than ``QUEUED_RESEND_SECONDS`` ago,
-    is sent again. The row is taken with ``SELECT ... FOR UPDATE SKIP LOCKED`` so two
-    runs at once each take a different one.
+    the queue, or fails with ``worker_lost`` when its tries are spent. Then, unless
+    ``resend`` is off (the broker refused a send this round already), a queued attempt
+    whose message may not be in the broker is sent again: one that never got through; one
+    whose message went out more than ``QUEUED_RESEND_SECONDS`` ago; one whose retry was
+    due (``next_try_at``) more than ``RETRY_OVERDUE_SECONDS`` ago, because a worker whose
+    Redis connection fails forgets the delayed messages it holds; and one sent before
+    ``broker_since``, when the broker started (a restarted Redis may have lost it). A
+    duplicate message is harmless: the claim lets only one run.
+
+    The row is taken with ``SELECT ... FOR UPDATE SKIP LOCKED`` so two runs at once each
+    take a different one. A resend is marked sent inside that transaction (so a second run
+    does not take it too) and sent after commit, outside any transaction; when the broker
+    refuses, the mark is taken back and the outcome is ``unsent``, so the attempt is tried
+    again at the next round. Call it outside a transaction.
     """
     now = timezone.now()
     expired = rows(model).filter(status=RUNNING, lease_expires_at__lt=now)
-    resend_before = now - timedelta(seconds=int(settings.QUEUED_RESEND_SECONDS))
-    unsent = rows(model).filter(
-        Q(last_enqueued_at__isnull=True) | Q(last_enqueued_at__lt=resend_before),
-        status=QUEUED,
-    )
     with transaction.atomic():
         attempt = expired.select_for_update(skip_locked=True).order_by("lease_expires_at").first()
         if attempt is not None:
             if tries_left(attempt) > 0:
                 rows(model).filter(pk=attempt.pk).update(
-                    status=QUEUED, lease_expires_at=None, last_enqueued_at=None, waiting_for=""
+                    status=QUEUED, lease_expires_at=None, last_enqueued_at=None, next_try_at=None, waiting_for=""
                 )
                 attempt_send_on_commit(attempt, bulk=True)
                 return StuckOutcome(model, attempt.pk, "requeued")
@@ -464,6 +502,7 @@ def attempt_handle_one_stuck(model: type[Attempt]) -> StuckOutcome | None:
                 status=AttemptStatus.FAILED,
                 finished_at=now,
                 lease_expires_at=None,
+                next_try_at=None,
                 error_type="worker_lost",
                 error_message="The worker running it stopped answering, and it has no tries left.",
                 error_details={"tries": attempt.tries},
@@ -471,11 +510,33 @@ def attempt_handle_one_stuck(model: type[Attempt]) -> StuckOutcome | None:
             _notify_on_commit(attempt)
             job_changed_on_commit(attempt.job_id)
             return StuckOutcome(model, attempt.pk, "failed")
+    if not resend:
+        return None
+    return _resend_one(model, now=now, broker_since=broker_since)
 
+
+def _resend_due(now: datetime, broker_since: datetime | None) -> Q:
+    """Queued attempts whose message may not be in the broker (see :func:`attempt_handle_one_stuck`)."""
+    resend_before = now - timedelta(seconds=int(settings.QUEUED_RESEND_SECONDS))
+    overdue_before = now - timedelta(seconds=int(settings.RETRY_OVERDUE_SECONDS))
+    due = Q(last_enqueued_at__isnull=True) | Q(last_enqueued_at__lt=resend_before) | Q(next_try_at__lt=overdue_before)
+    if broker_since is not None:
+        due |= Q(last_enqueued_at__lt=broker_since)
+    return due
+
+
+def _resend_one(model: type[Attempt], *, now: datetime, broker_since: datetime | None) -> StuckOutcome | None:
+    unsent = rows(model).filter(_resend_due(now, broker_since), status=QUEUED)
+    with transaction.atomic():
         attempt = unsent.select_for_update(skip_locked=True).order_by("queued_at").first()
         if attempt is None:
             return None
-        # Marked as sent now so the next call moves on; attempt_send stamps it again on success.
-        rows(model).filter(pk=attempt.pk).update(last_enqueued_at=now)
-        attempt_send_on_commit(attempt)
+        rows(model).filter(pk=attempt.pk).update(last_enqueued_at=now, next_try_at=None)
+    if attempt_send(model, attempt.pk):
+        job_changed(attempt.job_id)
         return StuckOutcome(model, attempt.pk, "resent")
+    # Not sent: put the row back as it was, unless something moved it meanwhile.
+    rows(model).filter(pk=attempt.pk, status=QUEUED, last_enqueued_at=now).update(
+        last_enqueued_at=attempt.last_enqueued_at, next_try_at=attempt.next_try_at
+    )
+    return StuckOutcome(model, attempt.pk, "unsent")

@@ -106,6 +106,10 @@ class Attempt(models.Model):
     queued_at = models.DateTimeField(default=timezone.now)
     # When its message was last handed to the broker (null: never got through).
     last_enqueued_at = models.DateTimeField(null=True, blank=True)
+    # After a transient error: when the broker is due to hand its delayed message back (null: no retry waiting).
+    # A queued attempt still waiting well past it lost that message (a worker drops its delayed messages when
+    # its Redis connection fails) and ``requeue_stuck_attempts`` sends it again.
+    next_try_at = models.DateTimeField(null=True, blank=True)
     # When the "ready" (or "failed") email went out; set once.
     notified_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
@@ -143,3 +147,28 @@ class Attempt(models.Model):
     @property
     def is_in_flight(self) -> bool:
         return self.status in IN_FLIGHT_STATUSES
+
+
+class FileCleanup(models.Model):
+    """A removal of a deleted job's files that is still owed: the outbox of ``cleanup_job_s3_files``.
+
+    Written in the transaction that deletes the job (or by a worker whose result landed
+    after the job was gone), so the obligation commits with the delete whether or not the
+    broker takes the message. The actor removes the rows once the job's files are gone;
+    ``requeue_stuck_attempts`` sends again the ones whose message never got through or
+    went out more than ``QUEUED_RESEND_SECONDS`` ago. ``job_id`` is no foreign key: the
+    job is gone by the time the row matters.
+    """
+
+    job_id = models.UUIDField(db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    # When its message was last handed to the broker (null: never got through).
+    last_enqueued_at = models.DateTimeField(null=True, blank=True)
+    # How many messages went out for it (a cleanup that keeps failing shows here).
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["last_enqueued_at"])]
+
+    def __str__(self) -> str:
+        return f"Cleanup of job {self.job_id}"

@@ -23,6 +23,11 @@ Every line logged while an attempt runs carries its fields (``job_id``, ``attemp
 with ``structlog.contextvars`` once the claim is won and unbound when the run ends; the heartbeat
 thread runs in a copy of that context.
 
+Outputs are written through :meth:`RunContext.store`, which writes only while the claim
+still holds, and a run that ends without recording its success removes what it wrote when
+no row will hold it (its job was deleted meanwhile, or it ended canceled under this claim):
+see :func:`outputs_discard`.
+
 While the engine runs, a heartbeat thread renews the lease every third of
 ``LEASE_SECONDS``, writes progress at most once a second, and reads the row's status
 about once a second: the engine's ``should_cancel`` answers from that, so a cancel (or a
@@ -48,6 +53,7 @@ from dramatiq.middleware import Interrupt, TimeLimitExceeded
 from requests import RequestException
 
 from jobs.attempts import (
+    REQUEUEABLE_STATUSES,
     attempt_add_node_seconds,
     attempt_claim,
     attempt_fail,
@@ -59,10 +65,14 @@ from jobs.attempts import (
     attempt_still_held,
     attempt_succeed,
     lease_seconds,
+    retry_delay_ms,
+    rows,
     tries_left,
 )
+from jobs.cleanups import file_cleanup_owe
 from jobs.kinds import AttemptKind, kind_of
 from jobs.models import Attempt
+from rekindle import storage
 from rekindle.bounded import give_back_freed_memory
 from rekindle.engines import get_engine
 from rekindle.engines.base import (
@@ -89,7 +99,14 @@ PROGRESS_INTERVAL = 1.0
 
 
 class AttemptRetry(Exception):
-    """The attempt went back to the queue after a transient error; the actor has the broker redeliver it."""
+    """The attempt went back to the queue after a transient error; the actor has the broker redeliver it.
+
+    ``delay_ms`` is the wait the row recorded (``next_try_at``): the actor passes it to ``dramatiq.Retry``.
+    """
+
+    def __init__(self, message: str, *, delay_ms: int) -> None:
+        super().__init__(message)
+        self.delay_ms = delay_ms
 
 
 class BadInput(Exception):
@@ -172,12 +189,31 @@ class Heartbeat(threading.Thread):
             self._stop_event.set()
 
 
+class ClaimLost(Exception):
+    """The claim was gone (canceled, taken over, the job deleted) when the run went to store its output."""
+
+
 @dataclass
 class RunContext(Generic[AttemptT]):
-    """Handed to a work function: the claimed attempt, its heartbeat, and a way to run the engine."""
+    """Handed to a work function: the claimed attempt, its heartbeat, a way to run the engine and to store outputs."""
 
     attempt: AttemptT
     heartbeat: Heartbeat
+    # Keys this run wrote, so it can remove them again if nobody will ever record them.
+    written: list[str] = field(default_factory=list)
+
+    def store(self, key: str, content: bytes, *, content_type: str) -> None:
+        """Write one output under ``key``, only while this claim still holds the attempt.
+
+        A claim lost by now (a cancel, a takeover, the job deleted while the engine ran)
+        stores nothing and raises :class:`ClaimLost`. A loss after this check is the
+        runner's to clean up: it knows what was written (``written``).
+        """
+        if self.heartbeat.lost.is_set() or not attempt_still_held(self.attempt):
+            self.heartbeat.lost.set()
+            raise ClaimLost(f"{kind_of(self.attempt).name} attempt {self.attempt.pk}: claim lost before storing {key}")
+        self.written.append(key)
+        storage.put(key, content, content_type=content_type)
 
     @property
     def run_id(self) -> str:
@@ -250,6 +286,8 @@ def classify(exc: BaseException) -> tuple[str, str, str, dict[str, Any]]:
     """``(kind, code, message, details)`` of an error; kind is canceled, transient, permanent or internal."""
     if isinstance(exc, EngineCanceled):
         return "canceled", exc.code, exc.message, exc.details
+    if isinstance(exc, ClaimLost):
+        return "canceled", "claim_lost", str(exc), {}
     if isinstance(exc, TransientEngineError):
         return "transient", exc.code, exc.message, exc.details
     if isinstance(exc, PermanentEngineError | EngineError):
@@ -313,17 +351,20 @@ def attempt_process(model: type[AttemptT], attempt_id: str) -> str:
 def _run_claimed(kind: AttemptKind, attempt: AttemptT, attempt_id: str) -> str:
     heartbeat = Heartbeat(attempt)
     heartbeat.start()
+    run = RunContext(attempt=attempt, heartbeat=heartbeat)
     try:
-        output = kind.work(RunContext(attempt=attempt, heartbeat=heartbeat))
+        output = kind.work(run)
     except DatabaseError:
         raise
     except BaseException as exc:
         heartbeat.stop()
         outcome = _record_error(attempt, exc, lost=heartbeat.lost.is_set())
+        if outcome in ("canceled", "failed"):
+            outputs_discard(attempt, run.written)
         if isinstance(exc, Interrupt):
             raise
         if outcome == "retry":
-            raise AttemptRetry(str(exc)) from exc
+            raise AttemptRetry(str(exc), delay_ms=retry_delay_ms(attempt)) from exc
         if not isinstance(exc, Exception):
             raise
         return outcome
@@ -334,8 +375,37 @@ def _run_claimed(kind: AttemptKind, attempt: AttemptT, attempt_id: str) -> str:
 
     if heartbeat.lost.is_set() or not attempt_succeed(attempt, values=output.values, on_success=output.on_success):
         logger.info("%s attempt %s: claim lost before the result was recorded", kind.name, attempt_id)
+        outputs_discard(attempt, run.written)
         return "lost"
     return "succeeded"
+
+
+def outputs_discard(attempt: Attempt, keys: list[str]) -> None:
+    """Remove what this run stored when no row will ever hold it: the last writer cleans up after itself.
+
+    Called once the run ended without recording a success, and always *after* its writes,
+    so whatever deleted the job before then either already listed these keys or cannot
+    have: whichever way the race went, nothing stays under a deleted job's keys. The keys
+    are removed when the attempt's row is gone (its job deleted) or it ended canceled or
+    failed under this very claim (``tries`` unchanged); they stay when another claim holds
+    the attempt, because a takeover writes the same keys. Should S3 refuse, a deleted
+    job's files are owed to ``cleanup_job_s3_files`` (a ``FileCleanup`` row) instead.
+    """
+    if not keys:
+        return
+    row = rows(type(attempt)).filter(pk=attempt.pk).values("status", "tries").first()
+    gone = row is None
+    ended_here = row is not None and row["status"] in REQUEUEABLE_STATUSES and row["tries"] == attempt.tries
+    if not gone and not ended_here:
+        return
+    try:
+        storage.delete_keys(keys)
+    except Exception:
+        logger.warning("attempt.outputs_not_discarded attempt_id=%s keys=%s", attempt.pk, keys, exc_info=True)
+        if gone:
+            file_cleanup_owe(attempt.job_id)
+        return
+    logger.info("attempt.outputs_discarded attempt_id=%s keys=%s job_gone=%s", attempt.pk, keys, gone)
 
 
 def _record_error(attempt: Attempt, exc: BaseException, *, lost: bool) -> str:
@@ -346,7 +416,9 @@ def _record_error(attempt: Attempt, exc: BaseException, *, lost: bool) -> str:
         return "canceled"
     if category == "transient" and tries_left(attempt) > 0:
         logger.warning("%s: transient error, will retry: %s: %s", name, code, message)
-        attempt_retry_later(attempt, error_type=code, message=message, details=details)
+        attempt_retry_later(
+            attempt, error_type=code, message=message, details=details, delay_ms=retry_delay_ms(attempt)
+        )
         return "retry"
     if category == "internal":
         logger.error("%s: failed on an unexpected error", name, exc_info=exc)

@@ -12,6 +12,8 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from jobs.access import JobNotFound, new_job_token, token_matches
+from jobs.attempts import attempt_interrupt_on_commit, job_running_prompts
+from jobs.cleanups import file_cleanup_owe
 from jobs.live import job_changed_on_commit
 from jobs.models import Job
 from rekindle import storage
@@ -121,14 +123,21 @@ def job_delete(*, job: Job) -> None:
 
     The files are removed by a background actor because a job may have hundreds of
     objects and S3 may be slow or down; the rows go at once so the job disappears
-    from the API immediately. A failure to enqueue leaves orphans behind, which
-    ``manage.py prune_orphan_files`` removes later.
-    """
-    from jobs.tasks import cleanup_job_s3_files
+    from the API immediately. The removal is owed in a ``FileCleanup`` row written in
+    the same transaction, so a broker that is down when the message should go out
+    delays the cleanup (``requeue_stuck_attempts`` sends it again) instead of losing it.
 
+    Every attempt of the job running on a node is interrupted there after commit: the
+    person asked for nothing more, so no GPU time goes on it. Its worker notices the row
+    is gone through its heartbeat, and a result it stores anyway is removed by that worker
+    (``jobs.runner``), so nothing remains under the job's keys.
+    """
     job_id = str(job.id)
     with transaction.atomic():
+        running = job_running_prompts(job)
         job.delete()
-        transaction.on_commit(lambda: cleanup_job_s3_files.send(job_id))
+        file_cleanup_owe(job_id)
+        for engine, node, prompt_id in running:
+            attempt_interrupt_on_commit(engine, node, prompt_id)
         # Open pages of the job learn it is gone.
         job_changed_on_commit(job_id)

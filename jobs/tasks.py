@@ -7,6 +7,7 @@ import uuid
 
 import dramatiq
 
+from jobs.cleanups import file_cleanup_done, file_cleanup_latest
 from rekindle import storage
 
 logger = logging.getLogger(__name__)
@@ -23,12 +24,18 @@ logger = logging.getLogger(__name__)
     time_limit=10 * 60_000,
 )
 def cleanup_job_s3_files(job_id: str) -> None:
-    """Delete every object under the job's key prefixes, in batches of at most 1000 keys."""
+    """Delete every object under the job's key prefixes, in batches of at most 1000 keys, then its owed cleanups.
+
+    Only the ``FileCleanup`` rows recorded before the listing started are dropped: one
+    recorded meanwhile may name an object written after the listing passed it.
+    """
     try:
         canonical = str(uuid.UUID(job_id))
     except ValueError:
         # A malformed id can never succeed: drop the message rather than retry it.
         logger.error("cleanup_job_s3_files: %r is not a job id; nothing deleted", job_id)
         return
+    owed_up_to = file_cleanup_latest(canonical)
     deleted = storage.delete_job_files(canonical)
+    file_cleanup_done(canonical, up_to=owed_up_to)
     logger.info("cleanup_job_s3_files: deleted %d object(s) of job %s", deleted, canonical)

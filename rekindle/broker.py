@@ -33,10 +33,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from datetime import datetime, timedelta
 from typing import Any
 
 import dramatiq
 import redis
+from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import ConnectionClosed
 
@@ -147,3 +149,21 @@ class WakingConsumer(dramatiq.Consumer):
     def close(self) -> None:
         self._close_wakeups()
         self.inner.close()
+
+
+def broker_started_at(broker: dramatiq.Broker | None = None) -> datetime | None:
+    """When the broker's Redis server last started (now minus its uptime); None without Redis or when unreachable.
+
+    A Redis that restarted may have lost every message it held (no persistence, or a
+    kill -9 since the last save), so a queued attempt sent before this moment may have no
+    message any more: ``requeue_stuck_attempts`` sends those again.
+    """
+    broker = broker if broker is not None else dramatiq.get_broker()
+    client = getattr(broker, "client", None)
+    if not isinstance(client, redis.Redis):
+        return None
+    try:
+        uptime = int(client.info("server")["uptime_in_seconds"])
+    except (redis.RedisError, KeyError, TypeError, ValueError):
+        return None
+    return timezone.now() - timedelta(seconds=uptime)

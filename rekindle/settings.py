@@ -328,6 +328,9 @@ RETRY_MAX_BACKOFF_MS = env_int("RETRY_MAX_BACKOFF_MS", 60_000, minimum=1)
 # A queued attempt whose message went out longer ago than this (or never: the broker was down)
 # is sent again by `requeue_stuck_attempts`. Keep it above RETRY_MAX_BACKOFF_MS.
 QUEUED_RESEND_SECONDS = env_int("QUEUED_RESEND_SECONDS", 300, minimum=1)
+# A queued attempt whose retry after a transient error was due this long ago and has not started is sent
+# again by `requeue_stuck_attempts` (a worker that loses its Redis connection forgets its delayed messages).
+RETRY_OVERDUE_SECONDS = env_int("RETRY_OVERDUE_SECONDS", 15, minimum=1)
 # Hard time limit of each actor (seconds); the engine's own timeout is the workflow's, capped below this.
 RESTORE_TIME_LIMIT_SECONDS = env_int("RESTORE_TIME_LIMIT_SECONDS", 20 * 60, minimum=10)
 ANIMATION_TIME_LIMIT_SECONDS = env_int("ANIMATION_TIME_LIMIT_SECONDS", 30 * 60, minimum=10)

@@ -100,7 +100,7 @@ def restore(run: RunContext[RestoreAttempt]) -> RunOutput:
         )
     )
     key = storage.restored_key(job.id, attempt_timestamp_id(attempt))
-    storage.put(key, as_jpeg(result.first("image").data), content_type="image/jpeg")
+    run.store(key, as_jpeg(result.first("image").data), content_type="image/jpeg")
 
     def make_selected() -> None:
         # The first success becomes the job's pick, unless the person already chose one.

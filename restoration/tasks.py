@@ -28,7 +28,7 @@ def process_restoration(attempt_id: str) -> None:
     try:
         restore_attempt_process(attempt_id=attempt_id)
     except AttemptRetry as exc:
-        raise dramatiq.Retry(str(exc)) from exc
+        raise dramatiq.Retry(str(exc), delay=exc.delay_ms) from exc
 
 
 dramatiq.get_broker().declare_queue(settings.DRAMATIQ_QUEUE_BULK)

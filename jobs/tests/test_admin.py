@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from jobs.models import AttemptStatus, Job
+from jobs.models import AttemptStatus, FileCleanup, Job
 from rekindle import storage
 from rekindle.testing.factories import AnimationAttemptFactory, JobFactory, RestoreAttemptFactory, UserFactory
 from rekindle.testing.s3 import S3Bucket
@@ -209,3 +210,16 @@ def test_it_shows_status_labels_for_every_state(admin_client: Client) -> None:
     body = admin_client.get(LIST_URL).content.decode()
     for status in AttemptStatus.values:
         assert f"rk-status-{status}" in body
+
+
+def test_it_lists_owed_file_cleanups_read_only(admin_client: Client) -> None:
+    owed = FileCleanup.objects.create(job_id=uuid.uuid4())
+
+    listing = admin_client.get("/admin/jobs/filecleanup/")
+    page = admin_client.get(f"/admin/jobs/filecleanup/{owed.pk}/change/")
+
+    assert listing.status_code == 200
+    assert str(owed.job_id) in listing.content.decode()
+    assert page.status_code == 200
+    assert admin_client.post(f"/admin/jobs/filecleanup/{owed.pk}/delete/", {"post": "yes"}).status_code == 403
+    assert FileCleanup.objects.filter(pk=owed.pk).exists()

@@ -49,3 +49,35 @@ def test_it_runs_as_a_command_with_a_summary(queued: Any, capsys: pytest.Capture
     call_command("requeue_stuck_attempts")
 
     assert "requeue_stuck_attempts: requeued 0, resent 1, failed 0 attempt(s)" in capsys.readouterr().out
+
+
+def test_it_resends_once_a_retry_whose_delayed_message_is_overdue(queued: Any, settings: Any) -> None:
+    """A worker that loses its Redis connection forgets the delayed messages it holds; the row says when one was due."""
+    settings.RETRY_OVERDUE_SECONDS = 15
+    now = timezone.now()
+    sent = now - timedelta(seconds=40)
+    overdue = RestoreAttemptFactory.create(last_enqueued_at=sent, next_try_at=now - timedelta(seconds=20))
+    RestoreAttemptFactory.create(last_enqueued_at=sent, next_try_at=now - timedelta(seconds=5))
+    RestoreAttemptFactory.create(last_enqueued_at=sent, next_try_at=now + timedelta(seconds=30))
+    command = Command()
+
+    assert [command.handle_one(), command.handle_one()] == [True, False]
+
+    assert queued.ids("interactive") == [str(overdue.pk)]
+    overdue.refresh_from_db()
+    assert overdue.next_try_at is None
+    assert overdue.last_enqueued_at is not None
+    assert overdue.last_enqueued_at > sent
+    assert not Command().handle_one()
+
+
+def test_it_resends_what_was_sent_before_the_brokers_redis_started(queued: Any) -> None:
+    now = timezone.now()
+    before = RestoreAttemptFactory.create(last_enqueued_at=now - timedelta(seconds=30))
+    RestoreAttemptFactory.create(last_enqueued_at=now - timedelta(seconds=5))
+    command = Command()
+    command.round_started()
+    command.broker_since = now - timedelta(seconds=10)
+
+    assert [command.handle_one(), command.handle_one()] == [True, False]
+    assert queued.ids("interactive") == [str(before.pk)]

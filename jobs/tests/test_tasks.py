@@ -1,4 +1,4 @@
-"""cleanup_job_s3_files: deletes a job's objects, is safe to run twice, and drops malformed ids."""
+"""cleanup_job_s3_files: deletes a job's objects and its owed cleanups, is safe to run twice, drops malformed ids."""
 
 from __future__ import annotations
 
@@ -6,10 +6,14 @@ import uuid
 
 import pytest
 
+from jobs.cleanups import file_cleanup_done, file_cleanup_latest
+from jobs.models import FileCleanup
 from jobs.tasks import cleanup_job_s3_files
 from rekindle import storage
 from rekindle.testing.factories import timestamp_id
 from rekindle.testing.s3 import S3Bucket
+
+pytestmark = pytest.mark.django_db
 
 
 def _store_job_files(job_id: uuid.UUID) -> list[str]:
@@ -56,3 +60,28 @@ def test_it_drops_a_malformed_id_without_deleting_anything(s3_bucket: S3Bucket, 
     keys = _store_job_files(uuid.uuid4())
     cleanup_job_s3_files(bad_id)
     assert s3_bucket.keys() == keys
+
+
+def test_it_drops_the_jobs_owed_cleanups_once_its_files_are_gone(s3_bucket: S3Bucket) -> None:
+    job_id, other_id = uuid.uuid4(), uuid.uuid4()
+    _store_job_files(job_id)
+    FileCleanup.objects.create(job_id=job_id)
+    FileCleanup.objects.create(job_id=job_id)
+    kept = FileCleanup.objects.create(job_id=other_id)
+
+    cleanup_job_s3_files(str(job_id))
+
+    assert s3_bucket.keys(f"restored/{job_id}/") == []
+    assert list(FileCleanup.objects.values_list("pk", flat=True)) == [kept.pk]
+
+
+def test_it_keeps_an_obligation_recorded_after_the_listing_began() -> None:
+    job_id = uuid.uuid4()
+    before = FileCleanup.objects.create(job_id=job_id)
+    up_to = file_cleanup_latest(job_id)
+    # A result stored after the listing passed its folder: its writer records a new obligation.
+    late = FileCleanup.objects.create(job_id=job_id)
+
+    assert file_cleanup_done(job_id, up_to=up_to) == 1
+    assert list(FileCleanup.objects.values_list("pk", flat=True)) == [late.pk]
+    assert not FileCleanup.objects.filter(pk=before.pk).exists()
