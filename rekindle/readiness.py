@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -118,6 +119,8 @@ def check_storage(timeout: float) -> None:
             raise NotReady(f"the storage cannot be reached ({type(exc).__name__})") from exc
         return
     try:
+        # Made on first use, as FileSystemStorage would when saving.
+        Path(settings.MEDIA_ROOT).mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=settings.MEDIA_ROOT, prefix=".readyz-"):
             pass
     except OSError as exc:
