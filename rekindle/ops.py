@@ -104,7 +104,7 @@ def metrics_payload() -> bytes:
     attempts in flight."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         written = generate_latest(registry)
     else:
         written = generate_latest(REGISTRY)

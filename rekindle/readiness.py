@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connections
@@ -98,7 +98,7 @@ def _s3_client(endpoint: str | None, region: str, style: str, timeout: float) ->
             connect_timeout=timeout,
             read_timeout=timeout,
             retries={"max_attempts": 1, "mode": "standard"},
-            s3={"addressing_style": style},
+            s3=cast(Any, {"addressing_style": style}),
         ),
     )
 

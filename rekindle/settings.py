@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dj_database_url
 import django_stubs_ext
@@ -242,7 +242,7 @@ if DRAMATIQ_METRICS_ENABLED:
     os.environ["dramatiq_prom_host"] = DRAMATIQ_METRICS_HOST  # noqa: SIM112
     os.environ["dramatiq_prom_port"] = str(DRAMATIQ_METRICS_PORT)  # noqa: SIM112
     os.environ["dramatiq_prom_db"] = PROMETHEUS_MULTIPROC_DIR  # noqa: SIM112
-    DRAMATIQ_BROKER["MIDDLEWARE"].append("dramatiq.middleware.prometheus.Prometheus")  # type: ignore[attr-defined]
+    cast(list[str], DRAMATIQ_BROKER["MIDDLEWARE"]).append("dramatiq.middleware.prometheus.Prometheus")
 # /readyz: each check's own bound (seconds); past it the check is unavailable.
 READINESS_TIMEOUT_SECONDS = env_float("READINESS_TIMEOUT_SECONDS", 3.0, minimum=0.1)
 # Retry-After of a 503 from /readyz.

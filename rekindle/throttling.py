@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from django.conf import settings
 from django.core.cache import caches
@@ -138,4 +138,5 @@ def throttles_for(scope: str) -> list[type[BaseThrottle]]:
 def client_address(request: HttpRequest | Request) -> str:
     """The client's address as the address throttles count it: ``X-Forwarded-For`` read behind
     ``NUM_PROXIES`` proxies (the entry the nearest trusted proxy added), else ``REMOTE_ADDR``."""
-    return str(BaseThrottle().get_ident(request) or "")
+    # DRF's get_ident reads only request.META, which a Django request has too.
+    return str(BaseThrottle().get_ident(cast(Request, request)) or "")

@@ -147,6 +147,13 @@ def test_it_shows_a_restore_from_the_web_and_the_worker_processes(
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{exposition_port}/metrics", timeout=5)
 
+    # The dashboard's Dramatiq panels chart what the worker's middleware really exports.
+    from tests.test_deploy import dashboard_metric_names, exported_names
+
+    charted = {name for name in dashboard_metric_names() if name.startswith("dramatiq_")}
+    assert charted
+    assert charted <= exported_names(exposed.text)
+
 
 def test_it_refuses_the_metrics_without_the_token_or_from_another_address(
     web_server: Callable[..., WebServer],
