@@ -10,8 +10,8 @@ django-prometheus' first middleware runs before, so probes and scrapes are in th
 it, behind ``NUM_PROXIES`` proxies) is in ``METRICS_ALLOWED_IPS``, or that send
 ``Authorization: Bearer <METRICS_TOKEN>`` (compared in constant time). With
 ``PROMETHEUS_MULTIPROC_DIR`` set it adds up the files of every process (gunicorn's workers, the
-``rundramatiq`` processes on the same machine); then come the attempts queued and running per
-kind, counted in the database at each scrape.
+``rundramatiq`` processes on the same machine); then come what the registered scrape collectors
+read at that moment (the attempts queued and running per kind, ``jobs.metrics``).
 """
 
 from __future__ import annotations
@@ -20,14 +20,11 @@ import hmac
 import ipaddress
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 
 from django.conf import settings
-from django.db import DatabaseError
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
@@ -109,43 +106,19 @@ def metrics_payload() -> bytes:
     else:
         written = generate_latest(REGISTRY)
     live = CollectorRegistry(auto_describe=False)
-    live.register(AttemptsInFlightCollector())
+    for collector in _scrape_collectors:
+        live.register(collector)
     return written + generate_latest(live)
 
 
-class AttemptsInFlightCollector(Collector):
-    """``rekindle_attempts_in_flight{kind, status}``: queued and running attempts now (the queue's depth).
+# Collectors read at each scrape (e.g. the attempts in flight, which the jobs app registers from its ready()).
+_scrape_collectors: list[Collector] = []
 
-    Read from the database at each scrape, one grouped count per kind, so it is the truth whichever
-    process answers; without a database the scrape still answers, without it.
-    """
 
-    def collect(self) -> Iterable[Metric]:
-        return list(self._families())
-
-    def _families(self) -> Iterator[Metric]:
-        from jobs.kinds import attempt_kinds
-        from jobs.models import IN_FLIGHT_STATUSES
-
-        family = GaugeMetricFamily(
-            "rekindle_attempts_in_flight", "Attempts queued or running now, by kind.", labels=["kind", "status"]
-        )
-        try:
-            for kind in attempt_kinds():
-                counted = dict(
-                    kind.rows()
-                    .filter(status__in=IN_FLIGHT_STATUSES)
-                    .order_by()
-                    .values_list("status")
-                    .annotate(n=Count("pk"))
-                    .values_list("status", "n")
-                )
-                for status in IN_FLIGHT_STATUSES:
-                    family.add_metric([kind.name, str(status)], float(counted.get(str(status), 0)))
-        except DatabaseError:
-            logger.warning("metrics.in_flight_unavailable", exc_info=True)
-            return
-        yield family
+def register_scrape_collector(collector: Collector) -> None:
+    """Have ``/metrics`` run ``collector`` at every scrape, in the answering process (not through the files)."""
+    if collector not in _scrape_collectors:
+        _scrape_collectors.append(collector)
 
 
 ROUTES: dict[str, View] = {"/healthz": healthz, "/readyz": readyz, "/metrics": metrics_view}

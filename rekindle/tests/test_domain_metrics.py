@@ -1,4 +1,4 @@
-"""The service's own metrics move where the thing happens: attempt moves, engine and storage errors, throttles, webhooks.
+"""The service's own metrics move where things happen: attempt moves, engine and storage errors, throttles, webhooks.
 
 Read from prometheus_client's registry of this process (one process: the multiprocess path is
 ``test_ops_metrics``), as differences, since other tests count too.
@@ -6,7 +6,7 @@ Read from prometheus_client's registry of this process (one process: the multipr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -126,8 +126,8 @@ def test_it_counts_throttle_refusals_by_scope(settings: Any, jpeg_upload: Any) -
 @pytest.fixture
 def payments(
     stripe_stub: StripeStub, stripe_webhooks: WebhookSender, queued: Any, django_capture_on_commit_callbacks: Any
-) -> Iterator[Payments]:
-    yield Payments(stripe_stub, stripe_webhooks, queued, django_capture_on_commit_callbacks)
+) -> Payments:
+    return Payments(stripe_stub, stripe_webhooks, queued, django_capture_on_commit_callbacks)
 
 
 @pytest.mark.django_db
