@@ -102,7 +102,8 @@ def test_it_counts_each_move_and_error_of_an_attempt(settings: Any, use_engine: 
 @pytest.mark.django_db(transaction=True)
 def test_it_counts_a_storage_failure_of_a_run_as_an_s3_error(use_engine: Callable[[Any], Any]) -> None:
     def storage_down(request: Any, on_progress: Any, should_cancel: Any) -> bytes:
-        raise ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject")
+        answer: Any = {"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}
+        raise ClientError(answer, "PutObject")
 
     use_engine(storage_down)
     counted = Counted(s3=("rekindle_storage_errors_total", {"where": "worker", "error_type": "storage_unavailable"}))
