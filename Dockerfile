@@ -24,5 +24,11 @@ RUN DEBUG=true python manage.py collectstatic --noinput \
 
 USER rekindle
 EXPOSE 8000
-# ASGI: a job page's live progress stream is a coroutine, not a worker held per viewer.
-CMD ["gunicorn", "rekindle.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]
+# Empties PROMETHEUS_MULTIPROC_DIR, then runs the command.
+ENTRYPOINT ["/app/deploy/entrypoint.sh"]
+# The process answers (no dependency asked: /readyz is for those); the worker's compose service sets its own.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+# ASGI through gunicorn.conf.py (uvicorn workers; a job page's live progress stream is a coroutine, not a worker
+# held per viewer; metrics of exited workers handed back to prometheus_client).
+CMD ["gunicorn", "rekindle.asgi:application", "--config", "gunicorn.conf.py"]

@@ -26,6 +26,7 @@ from djstripe.models import WebhookEndpoint
 from djstripe.views import ProcessWebhookView
 
 from billing.services import WEBHOOK_ENDPOINT_UUID, stripe_owner_account_ensure
+from rekindle import metrics
 from rekindle.api_errors import error_body
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class StripeWebhookView(ProcessWebhookView):  # type: ignore[misc]  # dj-stripe 
             )
         except stripe.SignatureVerificationError as exc:
             logger.warning("billing.webhook_refused reason=%s", exc.user_message or exc)
+            metrics.WEBHOOK_EVENTS.labels(event_type="unverified", outcome="bad_signature").inc()
             return JsonResponse(
                 error_body("bad_signature", "The Stripe-Signature header is missing, wrong or too old."), status=400
             )

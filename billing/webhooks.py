@@ -41,6 +41,7 @@ from djstripe.signals import WEBHOOK_SIGNALS
 from billing import services
 from billing.models import PaymentEvent, PaymentEventOutcome, Purchase
 from billing.services import Change
+from rekindle import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -132,12 +133,14 @@ def payment_event_apply(event: Mapping[str, Any], *, djstripe_event: Event | Non
             record.save(force_insert=True)
     except IntegrityError:
         logger.info("billing.event_replayed event=%s type=%s", record.stripe_id, event_type)
+        _count_on_commit(event_type, "replayed")
         return None
 
     handler = _handlers.get(event_type)
     if handler is None:
         record.note = "not an event billing acts on"
         record.save(update_fields=["note"])
+        _count_on_commit(event_type, "not_handled")
         return record
     change = handler(data)
     if change.attention and change.purchase is not None:
@@ -147,6 +150,7 @@ def payment_event_apply(event: Mapping[str, Any], *, djstripe_event: Event | Non
     record.note = change.note
     record.needs_attention = bool(change.attention)
     record.save(update_fields=["purchase", "outcome", "note", "needs_attention"])
+    _count_on_commit(event_type, str(record.outcome))
     logger.info(
         "billing.event_applied event=%s type=%s outcome=%s purchase=%s",
         record.stripe_id,
@@ -155,6 +159,11 @@ def payment_event_apply(event: Mapping[str, Any], *, djstripe_event: Event | Non
         change.purchase.pk if change.purchase is not None else None,
     )
     return record
+
+
+def _count_on_commit(event_type: str, outcome: str) -> None:
+    """``rekindle_webhook_events_total``, once what the event did commits (a rolled-back one did nothing)."""
+    transaction.on_commit(lambda: metrics.WEBHOOK_EVENTS.labels(event_type=event_type, outcome=outcome).inc())
 
 
 def on_stripe_event(sender: Any, event: Event, **kwargs: Any) -> None:

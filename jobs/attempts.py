@@ -41,6 +41,7 @@ from jobs.kinds import attempt_kinds, kind_of
 from jobs.live import job_changed, job_changed_on_commit
 from jobs.models import IN_FLIGHT_STATUSES, Attempt, AttemptStatus, Job
 from jobs.notifications import job_ready_email_send
+from rekindle import metrics
 from rekindle.errors import Conflict
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,15 @@ def _enqueue(actor: Any, attempt_id: str, queue: str | None) -> None:
 
 
 def attempt_send_on_commit(attempt: Attempt, *, bulk: bool = False) -> None:
-    """Send the attempt's message once the current transaction commits (at once outside one), and say it is queued."""
+    """Send the attempt's message once the current transaction commits (at once outside one), and say it is queued.
+
+    For an attempt that has just become queued (new, requeued): counted as a move to ``queued``.
+    """
+    _count_on_commit(attempt, QUEUED)
+    _send_on_commit(attempt, bulk=bulk)
+
+
+def _send_on_commit(attempt: Attempt, *, bulk: bool = False) -> None:
     model = type(attempt)
     attempt_id = attempt.pk
     job_id = attempt.job_id
@@ -197,6 +206,17 @@ def attempt_claim(model: type[AttemptT], attempt_id: AttemptId) -> AttemptT | No
         # The UPDATE holds the row lock until commit: this reads exactly what it wrote.
         attempt = rows(model).get(pk=attempt_id)
         job_changed_on_commit(attempt.job_id)
+        # In the queue since it was asked for (first claim), else since its retry or requeue sent it again.
+        entered = attempt.queued_at if attempt.tries == 1 else attempt.last_enqueued_at
+        wait = metrics.seconds_between(entered, now)
+        kind = kind_of(model).name
+
+        def count() -> None:
+            metrics.ATTEMPT_TRANSITIONS.labels(kind=kind, status=RUNNING).inc()
+            if wait is not None:
+                metrics.ATTEMPT_QUEUE_WAIT.labels(kind=kind).observe(wait)
+
+        transaction.on_commit(count)
         return attempt
 
 
@@ -274,6 +294,7 @@ def attempt_succeed(
             return False
         if on_success is not None:
             on_success()
+        _ended_on_commit(attempt, AttemptStatus.SUCCEEDED, now)
         _notify_on_commit(attempt)
         job_changed_on_commit(attempt.job_id)
     return True
@@ -300,6 +321,7 @@ def attempt_fail(
         )
         if done != 1:
             return False
+        _ended_on_commit(attempt, AttemptStatus.FAILED, now)
         _notify_on_commit(attempt)
         job_changed_on_commit(attempt.job_id)
     return True
@@ -344,7 +366,37 @@ def attempt_retry_later(
     )
     if done == 1:
         job_changed_on_commit(attempt.job_id)
+        _ended_on_commit(attempt, QUEUED, now)
     return done == 1
+
+
+def _count_on_commit(attempt: Attempt, status: str) -> None:
+    """Count the attempt's move into ``status`` once it commits (``rekindle_attempt_transitions_total``)."""
+    kind = kind_of(attempt).name
+    transaction.on_commit(lambda: metrics.ATTEMPT_TRANSITIONS.labels(kind=kind, status=status).inc())
+
+
+def _ended_on_commit(attempt: Attempt, status: str, now: datetime) -> None:
+    """Count the end of this claim's try (``status``: succeeded, failed, or queued for a retry) once it commits.
+
+    The try's execution time is from its claim; an attempt that ended for good also has its total
+    time from the request, unless staff requeued it (its ``queued_at`` is still the first request's).
+    """
+    kind = kind_of(attempt).name
+    execution = metrics.seconds_between(attempt.started_at, now)
+    total = None
+    if status != QUEUED and attempt.tries_at_requeue == 0:
+        total = metrics.seconds_between(attempt.queued_at, now)
+
+    def count() -> None:
+        metrics.ATTEMPT_TRANSITIONS.labels(kind=kind, status=status).inc()
+        if execution is not None:
+            outcome = "retry" if status == QUEUED else status
+            metrics.ATTEMPT_EXECUTION.labels(kind=kind, outcome=outcome).observe(execution)
+        if total is not None:
+            metrics.ATTEMPT_TOTAL.labels(kind=kind, status=status).observe(total)
+
+    transaction.on_commit(count)
 
 
 def _notify_on_commit(attempt: Attempt) -> None:
@@ -428,6 +480,7 @@ def attempt_cancel(attempt: Attempt) -> bool:
             error_message="Canceled before it finished.",
         )
         job_changed_on_commit(attempt.job_id)
+        _count_on_commit(attempt, AttemptStatus.CANCELED)
         engine, node, prompt_id = row["engine"], row["node"], row["prompt_id"]
         if row["status"] == RUNNING and engine and node and prompt_id:
             attempt_interrupt_on_commit(engine, node, prompt_id)
@@ -507,6 +560,7 @@ def attempt_handle_one_stuck(
                 error_message="The worker running it stopped answering, and it has no tries left.",
                 error_details={"tries": attempt.tries},
             )
+            _count_on_commit(attempt, AttemptStatus.FAILED)
             _notify_on_commit(attempt)
             job_changed_on_commit(attempt.job_id)
             return StuckOutcome(model, attempt.pk, "failed")

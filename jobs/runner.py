@@ -72,7 +72,7 @@ from jobs.attempts import (
 from jobs.cleanups import file_cleanup_owe
 from jobs.kinds import AttemptKind, kind_of
 from jobs.models import Attempt
-from rekindle import storage
+from rekindle import metrics, storage
 from rekindle.bounded import give_back_freed_memory
 from rekindle.engines import get_engine
 from rekindle.engines.base import (
@@ -408,12 +408,23 @@ def outputs_discard(attempt: Attempt, keys: list[str]) -> None:
     logger.info("attempt.outputs_discarded attempt_id=%s keys=%s job_gone=%s", attempt.pk, keys, gone)
 
 
+# Error codes of classify() that are storage's failures (counted as S3 errors too).
+STORAGE_ERROR_CODES = frozenset({"storage_unavailable", "storage_error", "input_missing"})
+
+
+def _count_error(kind: str, category: str, code: str, exc: BaseException) -> None:
+    metrics.ENGINE_ERRORS.labels(kind=kind, error_type=code, category=category).inc()
+    if code in STORAGE_ERROR_CODES or (code == "connection_error" and isinstance(exc, BotoConnectionError)):
+        metrics.STORAGE_ERRORS.labels(where="worker", error_type=code).inc()
+
+
 def _record_error(attempt: Attempt, exc: BaseException, *, lost: bool) -> str:
     category, code, message, details = classify(exc)
     name = f"{kind_of(attempt).name} attempt {attempt.pk}"
     if category == "canceled" or lost:
         logger.info("%s: stopped (%s: %s)", name, code, message)
         return "canceled"
+    _count_error(kind_of(attempt).name, category, code, exc)
     if category == "transient" and tries_left(attempt) > 0:
         logger.warning("%s: transient error, will retry: %s: %s", name, code, message)
         attempt_retry_later(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
@@ -19,7 +20,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from rekindle import errors
+from rekindle import errors, metrics
 
 
 class ApiError(exceptions.APIException):
@@ -113,6 +114,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         )
     elif isinstance(exc, SuspiciousOperation):
         exc = ApiError("The request is malformed.", code="bad_request")
+    elif isinstance(exc, ClientError | BotoCoreError):
+        # Storage failed under a request; still Django's 500 handling, but counted for the operator.
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+        metrics.STORAGE_ERRORS.labels(where="api", error_type=str(code or type(exc).__name__)).inc()
 
     response = drf_exception_handler(exc, context)
     if response is None:

@@ -8,8 +8,10 @@ ComfyUI. A malformed value stops start-up with a message naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dj_database_url
 import django_stubs_ext
@@ -68,8 +70,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First, so every answer (a redirect, a static file, an error) names its request and every line logs it.
+    # django-prometheus' pair: this one first and its partner last, so the HTTP metrics time everything between.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # Next, so every answer (a redirect, a static file, an error) names its request and every line logs it.
     "rekindle.request_id.request_id_middleware",
+    # /healthz, /readyz and /metrics, answered before anything reads the Host header, a session or a cookie.
+    "rekindle.ops.OpsEndpointsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Static files (the pages' and the admin's) straight from the app, before anything else runs.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -82,6 +88,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "social_django.middleware.SocialAuthExceptionMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "rekindle.urls"
@@ -205,6 +212,48 @@ DRAMATIQ_BROKER = {
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
+
+# --- Operations: metrics and probes (rekindle/ops.py, README "Operations") ----------
+# /metrics answers a client whose address (read as the throttles read it, behind NUM_PROXIES) is in one of
+# these networks, or one that sends "Authorization: Bearer <METRICS_TOKEN>"; anyone else gets 403 or 401.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+try:
+    METRICS_ALLOWED_IPS = [
+        ipaddress.ip_network(cidr, strict=False)
+        for cidr in env_list("METRICS_ALLOWED_IPS", ["127.0.0.1/32", "::1/128"])
+    ]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS must be addresses or networks (CIDR): {exc}") from exc
+# prometheus_client's multiprocess mode: every process (gunicorn's workers, each rundramatiq process) writes
+# its values to files here and /metrics adds them up. It must be set in the environment before the process
+# starts (prometheus_client reads it when imported) and emptied when the deployment starts (the image's
+# entrypoint does); one folder per machine or container, as files are named by process id.
+PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if PROMETHEUS_MULTIPROC_DIR:
+    Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+# Dramatiq's own Prometheus middleware in the workers (with Redis and PROMETHEUS_MULTIPROC_DIR): its exposition
+# server, a process the worker forks, serves every worker process's metrics on this address. Loopback unless
+# set: Dramatiq's own default would be every interface.
+DRAMATIQ_METRICS_HOST = env_str("DRAMATIQ_METRICS_HOST", "127.0.0.1").strip()
+try:
+    ipaddress.ip_address(DRAMATIQ_METRICS_HOST)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DRAMATIQ_METRICS_HOST must be an IP address, got {DRAMATIQ_METRICS_HOST!r}") from exc
+DRAMATIQ_METRICS_PORT = env_int("DRAMATIQ_METRICS_PORT", 9191, minimum=0)
+DRAMATIQ_METRICS_ENABLED = bool(REDIS_URL and PROMETHEUS_MULTIPROC_DIR and DRAMATIQ_METRICS_PORT)
+if DRAMATIQ_METRICS_ENABLED:
+    # dramatiq.middleware.prometheus reads these when it is imported (by the broker's setup, after these
+    # settings), so ours always win over anything in the environment; `rundramatiq` execs the worker with
+    # this process's environment. Its files go where every other process's do, so one scrape sees them all.
+    # Dramatiq's names are lowercase.
+    os.environ["dramatiq_prom_host"] = DRAMATIQ_METRICS_HOST  # noqa: SIM112
+    os.environ["dramatiq_prom_port"] = str(DRAMATIQ_METRICS_PORT)  # noqa: SIM112
+    os.environ["dramatiq_prom_db"] = PROMETHEUS_MULTIPROC_DIR  # noqa: SIM112
+    cast(list[str], DRAMATIQ_BROKER["MIDDLEWARE"]).append("dramatiq.middleware.prometheus.Prometheus")
+# /readyz: each check's own bound (seconds); past it the check is unavailable.
+READINESS_TIMEOUT_SECONDS = env_float("READINESS_TIMEOUT_SECONDS", 3.0, minimum=0.1)
+# Retry-After of a 503 from /readyz.
+READINESS_RETRY_AFTER_SECONDS = env_int("READINESS_RETRY_AFTER_SECONDS", 10, minimum=1)
 # Queues by priority: paid HD runs, then interactive restores and previews, then bulk work (attempts staff or
 # the stuck-attempt cron requeued). Run worker processes per queue (README: "Sizing workers per queue").
 # Within one worker, a lower Dramatiq priority number runs first.
@@ -511,6 +560,8 @@ CORS_EXPOSE_HEADERS = ["Retry-After"]
 
 # HTTPS only in production: redirect, HSTS, cookies never sent over plain HTTP.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# Probes and scrapes come over plain HTTP from inside the network (rekindle/ops.py answers them first anyway).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)

@@ -21,13 +21,16 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from django.conf import settings
 from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpRequest
 from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
+
+from rekindle import metrics
 
 if TYPE_CHECKING:
     # DRF imports this module while rest_framework.views is loading.
@@ -77,6 +80,7 @@ class ScopedRateThrottle(BaseThrottle):
         if count is None or count <= limit:
             return True
         self._wait = max(1.0, (window + 1) * period - now)
+        metrics.THROTTLE_REFUSALS.labels(scope=scope, identity=self.kind).inc()
         return False
 
     @staticmethod
@@ -129,3 +133,10 @@ def throttles_for(scope: str) -> list[type[BaseThrottle]]:
         type(f"{scope.title()}IPRateThrottle", (ScopedIPRateThrottle,), attrs),
         type(f"{scope.title()}UserRateThrottle", (ScopedUserRateThrottle,), attrs),
     ]
+
+
+def client_address(request: HttpRequest | Request) -> str:
+    """The client's address as the address throttles count it: ``X-Forwarded-For`` read behind
+    ``NUM_PROXIES`` proxies (the entry the nearest trusted proxy added), else ``REMOTE_ADDR``."""
+    # DRF's get_ident reads only request.META, which a Django request has too.
+    return str(BaseThrottle().get_ident(cast(Request, request)) or "")

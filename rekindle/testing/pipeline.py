@@ -17,6 +17,8 @@ Fixtures (registered by the root ``conftest.py``; the benchmark uses the classes
   worker's (``web.log()``).
 - ``RedisServer``: a redis-server of a test's own on a free port, which the test may stop
   and start again (never the shared one on 6379).
+- ``WebServer``: the web process as the image runs it (gunicorn with uvicorn workers and
+  ``gunicorn.conf.py``) on a free loopback port, with the environment a test gives it.
 """
 
 from __future__ import annotations
@@ -243,6 +245,62 @@ class WebProcess:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=5)
+
+
+class WebServer:
+    """``gunicorn rekindle.asgi:application -c gunicorn.conf.py`` on a free loopback port, as a process group."""
+
+    def __init__(self, env: dict[str, str], *, workers: int = 2) -> None:
+        self.env = env
+        self.workers = workers
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(tempfile.mkstemp(prefix="rekindle-web-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WebServer:
+        import requests
+
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "rekindle.asgi:application",
+            "--config",
+            "gunicorn.conf.py",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+            "--workers",
+            str(self.workers),
+        ]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+        def answers() -> bool:
+            if self.process is not None and self.process.poll() is not None:
+                pytest.fail(f"the web server exited at start:\n{self.log()}")
+            try:
+                return requests.get(self.url + "/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(answers, timeout=WORKER_START_TIMEOUT, interval=0.2, what=f"the web server (log: {self.log_path})")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
 
 
 def database_url() -> str:

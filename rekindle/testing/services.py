@@ -43,7 +43,15 @@ _missing = [
 ]
 
 # The tests choose their own services: nothing from a developer's .env leaks in.
-for _name in ("REDIS_URL", "AWS_STORAGE_BUCKET_NAME", "AWS_S3_ENDPOINT_URL", "COMFYUI_URLS"):
+for _name in (
+    "REDIS_URL",
+    "AWS_STORAGE_BUCKET_NAME",
+    "AWS_S3_ENDPOINT_URL",
+    "COMFYUI_URLS",
+    # One process per test run: its metrics are its own (the multiprocess tests set the folder themselves).
+    "PROMETHEUS_MULTIPROC_DIR",
+    "METRICS_ALLOWED_IPS",
+):
     os.environ.pop(_name, None)
 os.environ["DATABASE_URL"] = POSTGRES_URL if POSTGRES_AVAILABLE else "sqlite:///:memory:"
 os.environ.setdefault("SECRET_KEY", "test-secret-key-for-the-test-suite-only-0123456789abcdef")
