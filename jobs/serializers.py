@@ -7,6 +7,7 @@ absolute. They only read what the selectors prefetched, so they never query.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.http import HttpRequest
@@ -78,6 +79,26 @@ class JobClaimInputSerializer(serializers.Serializer[dict[str, str]]):
 # --- Output ------------------------------------------------------------------
 
 
+# A model serializer's field classes and arguments are fixed once the apps are loaded.
+_fields_built: dict[type[Any], dict[str, serializers.Field[Any, Any, Any, Any]]] = {}
+
+
+class FieldsBuiltOnce(serializers.ModelSerializer[Any]):
+    """Builds the fields of its class once per process and gives each instance copies.
+
+    DRF's model serializers read the model's fields and build theirs anew for every instance,
+    on every answer: about half the serializer's time in a job's answer. A copy (what DRF does
+    with a plain serializer's declared fields) costs half of that. Each instance still gets fields
+    of its own: they are bound to it (its context, its request).
+    """
+
+    def get_fields(self) -> dict[str, serializers.Field[Any, Any, Any, Any]]:
+        built = _fields_built.get(type(self))
+        if built is None:
+            built = _fields_built[type(self)] = super().get_fields()
+        return copy.deepcopy(built)
+
+
 # What went wrong with an attempt, in the customer's words (jobs.customer_errors).
 class AttemptErrorSerializer(serializers.Serializer[Any]):
     """What went wrong, for the person: a stable code and a sentence to show them."""
@@ -95,7 +116,7 @@ class AttemptErrorSerializer(serializers.Serializer[Any]):
 # The fields every kind of attempt shows; each app's serializer adds its outputs. Only what the
 # person needs: the node that ran it, its prompt id and the engine's own error text are for staff
 # (the admin and the logs).
-class AttemptSerializer(serializers.ModelSerializer[Any]):
+class AttemptSerializer(FieldsBuiltOnce):
     duration_seconds = serializers.FloatField(read_only=True, allow_null=True)
     engine_label = serializers.CharField(
         read_only=True, help_text="The engine as people should see it; the local engine is for development only."
@@ -136,7 +157,7 @@ def url_or_none(serializer: serializers.BaseSerializer[Any], key: str) -> str | 
     return storage.url_or_none(key, _request(serializer))
 
 
-class JobSummarySerializer(serializers.ModelSerializer[Any]):
+class JobSummarySerializer(FieldsBuiltOnce):
     """A job in a list: no attempts."""
 
     original_url = serializers.SerializerMethodField()

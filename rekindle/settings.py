@@ -91,6 +91,11 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
+# Long-lived threads per web process (ASGI) that run requests' synchronous parts, one request each at a time; each
+# keeps its database connection (DB_CONN_MAX_AGE) and S3 client between requests. Past them a request gets a
+# thread of its own for its life (rekindle/asgi.py).
+WEB_REQUEST_THREADS = env_int("WEB_REQUEST_THREADS", 8, minimum=1)
+
 ROOT_URLCONF = "rekindle.urls"
 WSGI_APPLICATION = "rekindle.wsgi.application"
 ASGI_APPLICATION = "rekindle.asgi.application"
@@ -147,6 +152,12 @@ AWS_S3_FILE_OVERWRITE = True
 AWS_QUERYSTRING_AUTH = True
 # Presigned URLs in API responses live this long (seconds).
 AWS_QUERYSTRING_EXPIRE = env_int("PRESIGNED_URL_TTL", 900, minimum=1)
+# A URL presigned less than this long ago is handed out again (same address: the browser keeps the file, and no
+# CPU goes to signing again); at most half the TTL, so every URL handed out has at least half its life left. 0: sign
+# every time.
+PRESIGNED_URL_REUSE_SECONDS = env_int("PRESIGNED_URL_REUSE_SECONDS", min(60, AWS_QUERYSTRING_EXPIRE // 2), minimum=0)
+if PRESIGNED_URL_REUSE_SECONDS > AWS_QUERYSTRING_EXPIRE // 2:
+    raise ImproperlyConfigured("PRESIGNED_URL_REUSE_SECONDS must be at most half of PRESIGNED_URL_TTL")
 
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "/media/"

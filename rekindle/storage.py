@@ -29,12 +29,16 @@ from __future__ import annotations
 
 import mimetypes
 import posixpath
+import threading
+import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, TypeVar
 
+from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage, default_storage
 from django.http import HttpRequest
@@ -222,10 +226,54 @@ def delete_key(key: str) -> None:
     storage().delete(key)
 
 
+class PresignedUrls:
+    """Presigned URLs made in the last ``PRESIGNED_URL_REUSE_SECONDS``, handed out again instead of signing anew.
+
+    Signing one is about a millisecond of CPU in botocore (request serialization, endpoint
+    rules, SigV4), and a job's answer holds up to a URL per attempt output, read again by every
+    poll of the job page. A URL handed out again still has at least ``PRESIGNED_URL_TTL``
+    minus the reuse window to live, and a browser that polls sees the same address and keeps
+    the image it already has instead of downloading it again. Per process, bounded, shared by
+    its threads; keyed by everything the URL depends on, so new settings sign anew.
+    """
+
+    MAX_ENTRIES = 10_000
+    clock: Callable[[], float] = staticmethod(time.monotonic)
+
+    def __init__(self) -> None:
+        self._urls: OrderedDict[tuple[Any, ...], tuple[float, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: Any, key: str, reuse_seconds: float) -> str:
+        cache_key = (store.bucket_name, store.endpoint_url, store.location, store.querystring_expire, key)
+        now = self.clock()
+        with self._lock:
+            found = self._urls.get(cache_key)
+        if found is not None and now - found[0] < reuse_seconds:
+            return found[1]
+        url: str = store.url(key)
+        with self._lock:
+            self._urls[cache_key] = (now, url)
+            self._urls.move_to_end(cache_key)
+            while len(self._urls) > self.MAX_ENTRIES:
+                self._urls.popitem(last=False)
+        return url
+
+    def clear(self) -> None:
+        with self._lock:
+            self._urls.clear()
+
+
+presigned_urls = PresignedUrls()
+
+
 def url_for(key: str, request: HttpRequest | None = None) -> str:
     """A URL a client can fetch ``key`` from: presigned and short-lived on S3; locally the media URL,
     absolute from the request when there is one, else relative to the root (``/media/...``)."""
     store = storage()
+    reuse = settings.PRESIGNED_URL_REUSE_SECONDS
+    if reuse and is_s3(store):
+        return presigned_urls.get(store, key, reuse)
     url = store.url(key)
     if url.startswith(("http://", "https://")):
         return url

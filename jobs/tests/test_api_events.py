@@ -25,6 +25,7 @@ from pytest_django.fixtures import Settings
 from jobs.attempts import attempt_claim, attempt_fail, attempt_renew_lease, attempt_succeed
 from jobs.models import Job
 from jobs.services import job_delete
+from rekindle.asgi import application
 from rekindle.testing.factories import JobFactory, RestoreAttemptFactory, token_of
 from rekindle.testing.pipeline import free_port
 from rekindle.testing.services import REDIS_URL
@@ -50,6 +51,7 @@ def asgi_url(transactional_db: None, settings: Settings) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+    application.request_threads.close_connections()
 
 
 @pytest.fixture

@@ -286,3 +286,52 @@ def test_it_raises_on_a_key_s3_refuses_to_delete_but_not_on_one_already_gone(s3_
     with pytest.raises(RuntimeError, match="refused to delete 1 object"):
         storage.delete_keys(keys[1:])
     assert s3_bucket.keys() == []  # S3 did delete what it did not refuse (here: all of it)
+
+
+def _count_signing(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys the S3 storage presigns from now on (each call still signs, for real)."""
+    signed: list[str] = []
+    assert storage.is_s3()
+    store = default_storage._wrapped  # type: ignore[attr-defined]  # the S3Storage itself, not the lazy proxy
+    sign = store.url
+
+    def url(name: str) -> str:
+        signed.append(name)
+        made: str = sign(name)
+        return made
+
+    monkeypatch.setattr(store, "url", url)
+    return signed
+
+
+def test_it_hands_out_a_presigned_url_again_within_the_reuse_window(
+    s3_bucket: S3Bucket, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.PRESIGNED_URL_REUSE_SECONDS = 60
+    now = [1000.0]
+    monkeypatch.setattr(storage.presigned_urls, "clock", lambda: now[0])
+    storage.presigned_urls.clear()
+    signed = _count_signing(monkeypatch)
+    key = storage.restored_key(JOB, TS)
+
+    first = storage.url_for(key)
+    now[0] += 59
+    assert storage.url_for(key) == first
+    assert storage.url_or_none(storage.thumbnail_key(JOB, TS)) != first
+    assert signed == [key, storage.thumbnail_key(JOB, TS)]
+
+    now[0] += 2  # 61 s after the first: signed anew
+    storage.url_for(key)
+    assert signed == [key, storage.thumbnail_key(JOB, TS), key]
+
+
+def test_it_signs_every_url_anew_with_reuse_off(
+    s3_bucket: S3Bucket, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.PRESIGNED_URL_REUSE_SECONDS = 0
+    storage.presigned_urls.clear()
+    signed = _count_signing(monkeypatch)
+    key = storage.restored_key(JOB, TS)
+    storage.url_for(key)
+    storage.url_for(key)
+    assert signed == [key, key]
