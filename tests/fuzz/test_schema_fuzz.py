@@ -31,6 +31,7 @@ from PIL import Image
 from rekindle.testing.auth0 import AUDIENCE, ISSUER, Auth0Tenant
 from rekindle.testing.pipeline import free_port
 from rekindle.testing.services import POSTGRES_URL
+from rekindle.testing.stripe_stub import SECRET_KEY, WEBHOOK_SECRET, StripeStub
 
 pytestmark = [pytest.mark.postgres, pytest.mark.fuzz]
 
@@ -61,7 +62,14 @@ def tenant() -> Iterator[Auth0Tenant]:
 
 
 @pytest.fixture
-def live_server_url(fuzz_database: str, tenant: Auth0Tenant, tmp_path: Path) -> Iterator[str]:
+def stripe() -> Iterator[StripeStub]:
+    stub = StripeStub().start()
+    yield stub
+    stub.stop()
+
+
+@pytest.fixture
+def live_server_url(fuzz_database: str, tenant: Auth0Tenant, stripe: StripeStub, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_", "AWS_", "REDIS_"))},
@@ -79,6 +87,11 @@ def live_server_url(fuzz_database: str, tenant: Auth0Tenant, tmp_path: Path) -> 
         "AUTH0_JWKS_URL": tenant.jwks_url,
         "AUTH0_EMAIL_CLAIM": "https://rekindle.example/email",
         "EMAIL_BACKEND": "django.core.mail.backends.locmem.EmailBackend",
+        # Payments on (against the Stripe stub), so checkout answers as in production, not 503 billing_disabled.
+        "STRIPE_SECRET_KEY": SECRET_KEY,
+        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STRIPE_API_BASE": stripe.url,
+        "STRIPE_MAX_NETWORK_RETRIES": "0",
         **{
             f"THROTTLE_{scope}_{who}RATE": "off"
             for scope in ("UPLOAD", "RESTORE", "ANIMATE", "LINK")
@@ -131,11 +144,20 @@ def uploaded_job(url: str) -> tuple[str, str]:
     return body["id"], body["token"]
 
 
+# Any bytes are a schema-valid ``image``; the server may still find them unreadable (400), too small (400) or
+# not an image it takes (415): those are the refusals the upload documents, not valid data refused.
+UPLOAD_REFUSALS = """
+[[operations]]
+include-path = "/api/v1/jobs/upload"
+checks.positive_data_acceptance.expected-statuses = ["2xx", 400, 413, 415]
+"""
+
+
 def schemathesis_run(
     url: str, tmp_path: Path, name: str, *args: str, config: str = ""
 ) -> subprocess.CompletedProcess[str]:
     config_path = tmp_path / f"{name}.toml"
-    config_path.write_text(config)
+    config_path.write_text(config + UPLOAD_REFUSALS)
     command = [
         SCHEMATHESIS,
         "--config-file",
