@@ -41,7 +41,7 @@ MAX_EXAMPLES = 12
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def fuzz_database() -> Iterator[str]:
     name = f"rekindle_fuzz_{uuid.uuid4().hex[:10]}"
     base = POSTGRES_URL.rsplit("/", 1)[0]
@@ -54,22 +54,26 @@ def fuzz_database() -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def tenant() -> Iterator[Auth0Tenant]:
     tenant = Auth0Tenant()
     yield tenant
     tenant.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def stripe() -> Iterator[StripeStub]:
     stub = StripeStub().start()
     yield stub
     stub.stop()
 
 
-@pytest.fixture
-def live_server_url(fuzz_database: str, tenant: Auth0Tenant, stripe: StripeStub, tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(scope="module")
+def live_server_url(
+    fuzz_database: str, tenant: Auth0Tenant, stripe: StripeStub, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One server, on one database, for both passes."""
+    tmp_path = tmp_path_factory.mktemp("fuzz-server")
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "DJANGO_", "AWS_", "REDIS_"))},
