@@ -174,6 +174,13 @@ def collect(
 
     close_old_connections()
     rows = attempt_rows()
+    # A delete answered with an error may have gone through: its job counts as deleted if its row is gone.
+    still_there = {
+        str(pk) for pk in Job.objects.filter(pk__in=[d.job_id for d in deleted]).values_list("pk", flat=True)
+    }
+    # The first delete asked of each job (a failed one may be asked again).
+    first = {d.job_id: d for d in reversed(deleted)}
+    deleted = [d for d in first.values() if d.job_id not in still_there]
     deleted_ids = {d.job_id for d in deleted}
     attempts: dict[str, Any] = {}
     stuck: list[dict[str, Any]] = []
