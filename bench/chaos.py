@@ -270,7 +270,9 @@ class Api:
         self.log = log_
         self.started = started
         self.session = requests.Session()
-        self.session.headers.update(FORWARDED)
+        # A fresh connection per request: a kept one that the server closes while idle would show as a dropped
+        # request that no server ever saw (the keep-alive race), which is not what the ledger measures.
+        self.session.headers.update({**FORWARDED, "Connection": "close"})
 
     def call(
         self, method: str, route: str, path: str, *, token: str = "", tries: int = 4, **kwargs: Any
@@ -282,7 +284,7 @@ class Api:
                 response = self.session.request(method, self.base + path, headers=headers, timeout=30, **kwargs)
             except requests.RequestException as exc:
                 self.log.record(
-                    route, None, retry_after=None, at=time.monotonic() - self.started, detail=type(exc).__name__
+                    route, None, retry_after=None, at=time.monotonic() - self.started, detail=str(exc)[:200]
                 )
                 time.sleep(1)
                 continue
@@ -311,6 +313,8 @@ class Load:
         self.created: dict[str, set[str]] = defaultdict(set)
         self.deleted: list[chaos_ledger.DeletedJob] = []
         self.live: dict[str, tuple[str, list[str]]] = {}
+        # Jobs whose client is waiting for an attempt now: job id -> token.
+        self.waiting: dict[str, str] = {}
         self.lock = threading.Lock()
         self.next_job = 0
         self.stop_at: float | None = None
@@ -362,6 +366,24 @@ class Load:
     ) -> dict[str, Any] | None:
         deadline = time.monotonic() + timeout
         begun = time.monotonic()
+        with self.lock:
+            self.waiting[job_id] = token
+        try:
+            return self._poll(api, job_id, token, done, deadline, begun, delete_after)
+        finally:
+            with self.lock:
+                self.waiting.pop(job_id, None)
+
+    def _poll(
+        self,
+        api: Api,
+        job_id: str,
+        token: str,
+        done: Callable[[dict[str, Any]], bool],
+        deadline: float,
+        begun: float,
+        delete_after: float | None,
+    ) -> dict[str, Any] | None:
         while time.monotonic() < deadline:
             if delete_after is not None and time.monotonic() - begun >= delete_after:
                 self.delete(api, job_id, token)
@@ -662,9 +684,11 @@ class Faults:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with self.load.lock:
-                candidates = list(self.load.live.items())
+                candidates = list(self.load.waiting.items())
             self.rng.shuffle(candidates)
-            for job_id, (token, _) in candidates:
+            for job_id, token in candidates:
+                if time.monotonic() > deadline:
+                    break
                 state = self.load._job_state(api, job_id, token)
                 if state is None:
                     continue

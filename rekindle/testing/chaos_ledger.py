@@ -324,7 +324,7 @@ def violations(ledger: Mapping[str, Any]) -> list[str]:
     """Every broken promise of a ledger, one line each (empty: the run kept them all)."""
     found: list[str] = []
     requests = ledger["requests"]
-    broken = Counter((b["route"], b["why"]) for b in requests["broken"])
+    broken = Counter((b["route"], b["why"].split(" (")[0]) for b in requests["broken"])
     for (route, why), count in sorted(broken.items()):
         found.append(f"requests: {count} x {why} on {route}")
     for kind, counts in ledger["attempts"].items():
