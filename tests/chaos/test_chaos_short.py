@@ -9,6 +9,7 @@ the outcome; every violation it shows fails the test, named one per line.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from rekindle.testing import chaos_ledger
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("REKINDLE_ARTIFACTS", ROOT / "var" / "artifacts")) / "chaos"
 
 
 def test_it_keeps_every_promise_of_the_ledger_under_the_short_seeded_run(tmp_path: Path) -> None:
@@ -39,6 +41,9 @@ def test_it_keeps_every_promise_of_the_ledger_under_the_short_seeded_run(tmp_pat
         f"the run wrote no ledger (exit {result.returncode}):\n{result.stdout[-8000:]}\n{result.stderr[-8000:]}"
     )
     ledger = json.loads(ledger_path.read_text())
+    # Kept after the run, for whoever reads a failure.
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "ledger-short-seed1.json").write_text(ledger_path.read_text())
     print()
     print(chaos_ledger.render(ledger))
 
