@@ -7,6 +7,7 @@ Views validate input, call a service or selector, and serialize; the rules live 
 from __future__ import annotations
 
 import contextlib
+import uuid
 from typing import Any
 
 from django.conf import settings
@@ -29,6 +30,7 @@ from jobs.access import (
     LINK_QUERY_PARAM,
     TOKEN_HEADER,
     TOKEN_QUERY_PARAM,
+    JobNotFound,
     job_for_request,
     token_from_request,
 )
@@ -353,11 +355,17 @@ class JobSendLinkView(APIView):
         request=None,
         responses={
             202: OpenApiResponse(description='Sent if the job exists: `{"message"}` says so in words.'),
+            404: _error("`not_found`: the id is not a job id at all (not a UUID)."),
             429: _error("`throttled`: too many requests; see `Retry-After`."),
         },
         tags=["jobs"],
     )
     def post(self, request: Request, job_id: str) -> Response:
+        # A malformed id can never be a job, so refusing it tells nobody whether some job exists.
+        try:
+            uuid.UUID(job_id)
+        except ValueError:
+            raise JobNotFound() from None
         job_link_email_send(job_id=job_id)
         message = "If this job still exists, a new link is on its way to the email address it was uploaded with."
         return Response({"message": message}, status=status.HTTP_202_ACCEPTED)

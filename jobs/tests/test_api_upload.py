@@ -132,6 +132,16 @@ def test_it_answers_each_file_of_the_corpus(
         assert storage.list_keys("processed/") == []
 
 
+def test_it_refuses_the_one_pixel_png_of_the_corpus_at_upload(api_client: APIClient, settings: Settings) -> None:
+    # What the schema fuzz sends first as a schema-valid image (the tests above allow 1-pixel sides).
+    settings.UPLOAD_MIN_SIDE = 32
+    response = post_upload(api_client, (imagedata.FIXTURES / "pixel_1x1.png").read_bytes(), name="image.png")
+
+    assert response.status_code == 400
+    assert _error(response)["code"] == "image_too_small"
+    assert not Job.objects.exists()
+
+
 def test_it_stores_the_exif_rotated_photo_upright_without_any_exif(api_client: APIClient) -> None:
     response = post_upload(api_client, imagedata.exif_rotated_jpeg_with_gps())
 

@@ -138,6 +138,16 @@ def test_it_emails_a_fresh_link_to_the_jobs_own_address_once_in_a_while() -> Non
     assert f"/j/{job.pk}?access=" in str(mail.outbox[0].body)
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("job_id", ["null,null", "not-a-job", "0" * 33])
+def test_it_refuses_a_fresh_link_for_an_id_that_is_not_a_uuid(job_id: str) -> None:
+    response = Client().post(f"/api/v1/jobs/{job_id}/send-link")
+
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert mail.outbox == []
+
+
 def test_it_keeps_access_values_and_tokens_out_of_access_logs() -> None:
     record = logging.LogRecord(
         "uvicorn.access",
