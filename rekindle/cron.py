@@ -38,7 +38,7 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DEFAULT_DB_ALIAS, close_old_connections, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
@@ -161,16 +161,30 @@ class CronCommand(BaseCommand):
         """Call :meth:`handle_one` until it has nothing more to do; return how many units it did.
 
         A unit that raises ends the round (so one bad item cannot spin the loop) and is
-        counted as a failure; the exception is logged with its traceback.
+        counted as a failure; the exception is logged with its traceback. So is a database
+        error while taking or releasing the round's lock: with ``--loop`` the next round
+        starts on a new connection (``close_old_connections`` drops the broken one).
         """
         self.lock_busy = False
         if self.lock_name is None:
             return self._units()
-        with advisory_lock(self.lock_name) as acquired:
-            if not acquired:
-                self.lock_busy = True
-                return 0
-            return self._units()
+        done = 0
+        try:
+            with advisory_lock(self.lock_name) as acquired:
+                if not acquired:
+                    self.lock_busy = True
+                    return 0
+                done = self._units()
+        except DatabaseError as exc:
+            # Taking or giving back the lock failed (the database restarted, the connection
+            # dropped): a failed round, not the end of the loop; the lock goes with the session.
+            self._failed(exc)
+        return done
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        logger.exception("%s: a unit of work failed", self.command_name)
 
     def _units(self) -> int:
         self.round_started()
@@ -181,9 +195,7 @@ class CronCommand(BaseCommand):
             try:
                 did_something = self.handle_one()
             except Exception as exc:
-                self.failures += 1
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.exception("%s: a unit of work failed", self.command_name)
+                self._failed(exc)
                 break
             if not did_something:
                 break

@@ -173,3 +173,46 @@ def test_it_derives_a_stable_bigint_key() -> None:
     assert key == advisory_lock_key("purge_expired_jobs")
     assert key != advisory_lock_key("prune_orphan_files")
     assert -(2**63) <= key < 2**63
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locked_loop_outlives_its_database_connection_dropping() -> None:
+    """The server ends the loop's session (a PostgreSQL restart does so to every one): a failed round, then on."""
+    connection = connections["default"]
+    if connection.vendor != "postgresql":
+        pytest.skip("ends a PostgreSQL session from another one")
+
+    class DroppedBetweenRounds(LockedCommand):
+        rounds = 0
+
+        def round_started(self) -> None:
+            self.rounds += 1
+            if self.rounds == 1:
+                self.items = ["first"]
+            if self.rounds == 2:
+                self.items = ["second"]
+            if self.rounds == 3:
+                self.stop()
+
+        def handle_one(self) -> bool:
+            did = super().handle_one()
+            if self.done == ["first"] and not self.items:
+                _terminate_backend(connection.connection.info.backend_pid)
+            return did
+
+    command = DroppedBetweenRounds([])
+    out = _run(command, "--loop", "--interval", "0")
+    # Round 1's unlock met the dead session; round 2 ran on a new connection.
+    assert command.done == ["first", "second"]
+    assert "1 failure(s)" in out
+    assert "OperationalError" in out
+
+
+def _terminate_backend(pid: int) -> None:
+    import psycopg
+
+    from rekindle.testing.services import POSTGRES_URL
+
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
