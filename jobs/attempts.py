@@ -39,7 +39,7 @@ from django.utils import timezone
 from jobs.kinds import attempt_kinds, kind_of
 from jobs.live import job_changed, job_changed_on_commit
 from jobs.models import IN_FLIGHT_STATUSES, Attempt, AttemptStatus, Job
-from jobs.notifications import job_ready_email_send
+from jobs.notifications import job_ready_email_queue
 from rekindle.errors import Conflict
 
 logger = logging.getLogger(__name__)
@@ -329,16 +329,8 @@ def attempt_retry_later(
 
 
 def _notify_on_commit(attempt: Attempt) -> None:
-    model = type(attempt)
-    attempt_id = attempt.pk
-
-    def send() -> None:
-        fresh = rows(model).filter(pk=attempt_id).first()
-        if fresh is None:
-            return  # the job was deleted meanwhile
-        job_ready_email_send(attempt=fresh)
-
-    transaction.on_commit(send)
+    """Queue the ready email once this transaction commits; a worker of its own sends it."""
+    job_ready_email_queue(attempt=attempt)
 
 
 # --- Staff and cron: requeue, cancel, stuck attempts -----------------------------

@@ -396,6 +396,11 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Rekindle <noreply@rekindle.local>")
+# Seconds each SMTP connect and command may take (Django's own setting; without it a hung server blocks forever).
+# Ready emails go out from their own actor (jobs.tasks.send_ready_email), retried with backoff up to
+# EMAIL_MAX_RETRIES times, so a mail server that hangs costs a worker thread this long per try and nothing else.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+EMAIL_MAX_RETRIES = env_int("EMAIL_MAX_RETRIES", 8, minimum=0)
 
 # --- API --------------------------------------------------------------------
 REST_FRAMEWORK: dict[str, Any] = {

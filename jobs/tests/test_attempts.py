@@ -116,7 +116,7 @@ def test_it_puts_a_transient_failure_back_in_the_queue_with_its_error() -> None:
     assert tries_left(attempt) == 2  # MAX_TRIES is 3 by default
 
 
-def test_it_fails_with_the_error_and_emails_once(django_capture_on_commit_callbacks) -> None:
+def test_it_fails_with_the_error_and_emails_once(queued, django_capture_on_commit_callbacks) -> None:
     attempt = RestoreAttemptFactory.create()
     claimed = attempt_claim(RestoreAttempt, attempt.pk)
     assert claimed is not None
@@ -132,6 +132,8 @@ def test_it_fails_with_the_error_and_emails_once(django_capture_on_commit_callba
         {"node_id": "3"},
     )
     assert attempt.finished_at is not None
+    assert mail.outbox == []  # queued for the mail worker, not sent from the worker running attempts
+    assert queued.run_here("default") == 1
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == [attempt.job.email]
     assert "could not be finished" in mail.outbox[0].subject
@@ -238,7 +240,7 @@ def test_it_cancels_a_queued_attempt_without_touching_any_node(monkeypatch: pyte
     assert attempt_claim(RestoreAttempt, attempt.pk) is None
 
 
-def test_it_fails_a_stuck_attempt_that_has_no_tries_left(django_capture_on_commit_callbacks) -> None:
+def test_it_fails_a_stuck_attempt_that_has_no_tries_left(queued, django_capture_on_commit_callbacks) -> None:
     attempt = RestoreAttemptFactory.create(status=AttemptStatus.RUNNING, tries=3, lease_expires_at=timezone.now())
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -249,6 +251,7 @@ def test_it_fails_a_stuck_attempt_that_has_no_tries_left(django_capture_on_commi
     attempt.refresh_from_db()
     assert attempt.status == AttemptStatus.FAILED
     assert attempt.error_type == "worker_lost"
+    assert queued.run_here("default") == 1
     assert len(mail.outbox) == 1
 
 
