@@ -310,6 +310,16 @@ if REKINDLE_ENGINE == "runpod" and not (RUNPOD_ENDPOINT_ID and RUNPOD_API_KEY):
 # --- Pipelines (restore, animate and HD runs on Dramatiq) --------------------
 # Restores, animations and HD runs a job may have queued or running at once; asking for more is a 409.
 MAX_ATTEMPTS_IN_FLIGHT = env_int("MAX_ATTEMPTS_IN_FLIGHT", 3, minimum=1)
+# Backpressure (jobs/backpressure.py): new restores and animations get 503 queue_full with Retry-After when their
+# priority queue holds QUEUE_MAX_DEPTH attempts, or the new one would start more than QUEUE_MAX_WAIT_SECONDS from now
+# (0 turns either check off); paid HD runs are never refused. Estimates use the attempts finished in the last
+# QUEUE_THROUGHPUT_WINDOW_SECONDS, or QUEUE_DEFAULT_RUN_SECONDS per run on one slot without history, and are kept
+# QUEUE_ESTIMATE_CACHE_SECONDS per process.
+QUEUE_MAX_DEPTH = env_int("QUEUE_MAX_DEPTH", 500, minimum=0)
+QUEUE_MAX_WAIT_SECONDS = env_int("QUEUE_MAX_WAIT_SECONDS", 3600, minimum=0)
+QUEUE_THROUGHPUT_WINDOW_SECONDS = env_int("QUEUE_THROUGHPUT_WINDOW_SECONDS", 900, minimum=60)
+QUEUE_DEFAULT_RUN_SECONDS = env_int("QUEUE_DEFAULT_RUN_SECONDS", 60, minimum=1)
+QUEUE_ESTIMATE_CACHE_SECONDS = env_int("QUEUE_ESTIMATE_CACHE_SECONDS", 2, minimum=0)
 # A running attempt holds a lease its worker renews while the engine works (every third of it);
 # `requeue_stuck_attempts` puts back an attempt whose lease ran out (its worker died).
 LEASE_SECONDS = env_int("LEASE_SECONDS", 60, minimum=3)
