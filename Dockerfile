@@ -25,4 +25,9 @@ RUN DEBUG=true python manage.py collectstatic --noinput \
 USER rekindle
 EXPOSE 8000
 # ASGI: a job page's live progress stream is a coroutine, not a worker held per viewer.
-CMD ["gunicorn", "rekindle.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--access-logfile", "-"]
+# SIGTERM: gunicorn stops accepting and gives requests in flight --graceful-timeout (30 s) to finish; give the
+# container at least that before SIGKILL (docker stop -t 35, Kubernetes terminationGracePeriodSeconds >= 35).
+# The worker image runs: python manage.py rundramatiq --worker-shutdown-timeout 60000 (above
+# WORKER_SHUTDOWN_GRACE_SECONDS + WORKER_SHUTDOWN_FORCE_SECONDS, 25 + 15 s by default); stop timeout >= 65 s.
+STOPSIGNAL SIGTERM
+CMD ["gunicorn", "rekindle.asgi:application", "--worker-class", "uvicorn_worker.UvicornWorker", "--bind", "0.0.0.0:8000", "--workers", "3", "--timeout", "60", "--graceful-timeout", "30", "--access-logfile", "-"]

@@ -328,6 +328,31 @@ def attempt_retry_later(
     return done == 1
 
 
+def attempt_release(attempt: Attempt) -> bool:
+    """Hand this claim's run back to the queue, its try not spent, and send its message now; False if gone.
+
+    For a worker that stops (SIGTERM) before the run ended: the run was stopped on its node,
+    so it is not the attempt's fault. ``tries`` goes back by one, so the try is not counted;
+    the token can come again only after this worker wrote its last word for it (this call).
+    The message goes to the attempt's own queue at once, so another worker starts it within
+    a moment, not when the lease would have run out.
+    """
+    with transaction.atomic():
+        done = _fenced(attempt).update(
+            status=QUEUED,
+            tries=F("tries") - 1,
+            started_at=None,
+            lease_expires_at=None,
+            waiting_for="",
+            progress=0,
+        )
+        if done != 1:
+            return False
+        attempt_send_on_commit(attempt, bulk=attempt.tries_at_requeue > 0)
+        job_changed_on_commit(attempt.job_id)
+    return True
+
+
 def _notify_on_commit(attempt: Attempt) -> None:
     """Queue the ready email once this transaction commits; a worker of its own sends it."""
     job_ready_email_queue(attempt=attempt)

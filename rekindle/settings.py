@@ -195,8 +195,15 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        # SIGTERM: running attempts finish within WORKER_SHUTDOWN_GRACE_SECONDS, then go back to the queue at once.
+        "rekindle.worker_shutdown.GracefulShutdown",
     ],
 }
+# After SIGTERM, how long running attempts may go on before they are stopped on their node and requeued; and how
+# much longer a run that does not stop gets before Shutdown is raised in its thread. rundramatiq's
+# --worker-shutdown-timeout (milliseconds) must be longer than the two together.
+WORKER_SHUTDOWN_GRACE_SECONDS = env_int("WORKER_SHUTDOWN_GRACE_SECONDS", 25, minimum=0)
+WORKER_SHUTDOWN_FORCE_SECONDS = env_int("WORKER_SHUTDOWN_FORCE_SECONDS", 15, minimum=1)
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 # Queues by priority: paid HD runs, then interactive restores and previews, then bulk work (attempts staff or
 # the stuck-attempt cron requeued). Run worker processes per queue (README: "Sizing workers per queue").

@@ -126,7 +126,8 @@ def test_it_refuses_when_the_estimated_wait_is_too_long(settings: Settings) -> N
 
 def _queue_of(job: Job) -> dict[str, Any] | None:
     [attempt] = client_for(job).get(f"/api/v1/jobs/{job.id}").json()["restore_attempts"]
-    return attempt["queue"]
+    queue: dict[str, Any] | None = attempt["queue"]
+    return queue
 
 
 def _moment(value: str) -> datetime:
