@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from PIL import Image
 from pytest_django.fixtures import Settings
@@ -161,3 +163,20 @@ def test_it_shows_position_and_times_that_move_as_attempts_finish(settings: Sett
     assert after["position"] == 2
     assert _moment(after["estimated_start"]) < start
     assert _queue_of(first.job) is None  # not queued: no estimate
+
+
+def test_it_reads_queued_attempts_without_a_query_per_attempt(settings: Settings) -> None:
+    settings.QUEUE_ESTIMATE_CACHE_SECONDS = 0  # measured afresh for each answer, once
+    one, three = JobFactory.create(), JobFactory.create()
+    RestoreAttemptFactory.create(job=one)
+    RestoreAttemptFactory.create_batch(3, job=three)
+
+    counts = []
+    for job in (one, three):
+        with CaptureQueriesContext(connection) as queries:
+            response = client_for(job).get(f"/api/v1/jobs/{job.id}")
+        assert response.status_code == 200
+        assert all(attempt["queue"] is not None for attempt in response.json()["restore_attempts"])
+        counts.append(len(queries.captured_queries))
+
+    assert counts[0] == counts[1]
