@@ -17,6 +17,7 @@ from jobs.attempts import (
     attempt_claim,
     attempt_fail,
     attempt_handle_one_stuck,
+    attempt_release,
     attempt_renew_lease,
     attempt_requeue,
     attempt_retry_later,
@@ -341,3 +342,20 @@ def test_it_refuses_more_attempts_than_the_job_may_have_in_flight(settings) -> N
 
     with pytest.raises(attempts.TooManyInFlight):
         attempts.job_lock_for_new_attempt(first.job)
+
+
+def test_it_hands_a_run_back_for_a_stopping_worker_without_spending_a_try(
+    queued, django_capture_on_commit_callbacks
+) -> None:
+    attempt = RestoreAttemptFactory.create()
+    claimed = attempt_claim(RestoreAttempt, attempt.pk)
+    assert claimed is not None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert attempt_release(claimed)
+
+    attempt.refresh_from_db()
+    assert (attempt.status, attempt.tries, attempt.lease_expires_at) == (AttemptStatus.QUEUED, 0, None)
+    assert tries_left(attempt) == 3
+    assert queued.ids("interactive") == [str(attempt.pk)]  # sent again at once, to its own queue
+    assert not attempt_release(claimed)  # the claim is gone
