@@ -9,9 +9,12 @@ error is decided here, once:
 - ``EngineCanceled``, or any error after the claim was lost (canceled by staff, taken over
   after the lease ran out): nothing more is written.
 - transient (``TransientEngineError``, storage 5xx and throttling, connection errors and
-  timeouts, the actor's time limit or a worker shutdown): back to the queue with the error
-  kept, and :class:`AttemptRetry` raised so Dramatiq redelivers the message with backoff;
-  once ``MAX_TRIES`` claims are spent it fails with that error instead.
+  timeouts, the actor's time limit): back to the queue with the error kept, and
+  :class:`AttemptRetry` raised so Dramatiq redelivers the message with backoff; once
+  ``MAX_TRIES`` claims are spent it fails with that error instead.
+- the worker stopping (SIGTERM, past ``WORKER_SHUTDOWN_GRACE_SECONDS``; ``rekindle.worker_shutdown``):
+  the run is stopped on its node and handed back (``attempt_release``), its try unspent, its
+  message sent again at once for another worker.
 - permanent (``PermanentEngineError``, :class:`BadInput`, a storage 4xx such as the
   original being gone): failed at once with the error recorded, no retry.
 - anything else is a bug: failed at once as ``internal_error`` and logged with its traceback.
