@@ -19,6 +19,14 @@ SITE_URL ?= http://127.0.0.1:$(PORT)
 # The browser tests drive Debian's Chromium; nothing downloads a browser.
 CHROMIUM ?= /usr/bin/chromium
 
+# The tests and the type check run in an environment of their own: nothing from .env (which may hold a
+# deployment's settings, REKINDLE_ENGINE=comfyui and all) or the shell reaches them but these. The tests then
+# choose their own services (rekindle/testing/services.py).
+CLEAN_ENV := env -i PATH="$(PATH)" HOME="$(HOME)" LANG=C.UTF-8 TMPDIR="$${TMPDIR:-/tmp}" \
+	CI="$${CI:-}" REKINDLE_CHROMIUM="$${REKINDLE_CHROMIUM:-$(CHROMIUM)}" $${REKINDLE_ARTIFACTS:+REKINDLE_ARTIFACTS="$$REKINDLE_ARTIFACTS"} \
+	TEST_POSTGRES_URL="$${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/rekindle}" \
+	TEST_REDIS_URL="$${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
+
 .PHONY: setup run worker test lint typecheck pytest browser bench requirements clean
 
 # requirements-dev.txt holds every package of requirements.txt too, at the same versions, all with hashes.
@@ -49,14 +57,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy .
+	$(CLEAN_ENV) DEBUG=true $(BIN)/mypy .
 
 # The chaos run and the schema fuzz start whole stacks of processes of their own: they run after the rest, one
 # at a time, so they never share the two cores with the parallel tests (exit code 5: PYTEST_ARGS selected none).
 SERIAL_MARKS := chaos or fuzz
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -n 2 -m "not ($(SERIAL_MARKS))" $(PYTEST_ARGS)
-	$(BIN)/python -m pytest -n 0 -s -m "$(SERIAL_MARKS)" $(PYTEST_ARGS) || test $$? -eq 5
+	$(CLEAN_ENV) $(BIN)/python -m pytest -n 2 -m "not ($(SERIAL_MARKS))" $(PYTEST_ARGS)
+	$(CLEAN_ENV) $(BIN)/python -m pytest -n 0 -s -m "$(SERIAL_MARKS)" $(PYTEST_ARGS) || test $$? -eq 5
 
 # Debian's chromium package, when it is missing and we may install it (root, as in CI). Without it the
 # browser tests are skipped with a message, or fail when CI is set.

@@ -71,6 +71,16 @@ class QueuedMessages:
         """The first argument (an attempt or job id) of each message, in queue order."""
         return [message.args[0] for message in self.messages(queue_name)]
 
+    def run_here(self, queue_name: str) -> int:
+        """Run the queue's messages in this thread (the test's transaction), taking them off; how many ran."""
+        ran = 0
+        for message in self.messages(queue_name):
+            self.broker.get_actor(message.actor_name)(*message.args, **message.kwargs)
+            ran += 1
+        if ran:
+            self.broker.queues[queue_name].queue.clear()
+        return ran
+
     def calls(self, queue_name: str) -> list[tuple[str, str]]:
         """``(actor name, first argument)`` of each message, sorted."""
         return sorted((message.actor_name, message.args[0]) for message in self.messages(queue_name))

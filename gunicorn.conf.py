@@ -21,6 +21,8 @@ bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "3"))
 worker_class = "uvicorn_worker.UvicornWorker"
 timeout = 60
+# On SIGTERM: stop accepting, give requests in flight this long to finish.
+graceful_timeout = 30
 accesslog = "-"
 
 _debug = os.environ.get("DEBUG", "").strip().lower() in ("1", "true", "yes", "on")

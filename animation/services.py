@@ -18,6 +18,7 @@ from jobs.attempts import (
     attempt_timestamp_id,
     job_lock_for_new_attempt,
 )
+from jobs.backpressure import queue_admit
 from jobs.models import AttemptStatus, Job
 from jobs.runner import BadInput, RunContext, RunOutput, attempt_process, workflow_for_run
 from rekindle import storage
@@ -49,6 +50,7 @@ def animation_attempt_create(
     """
     workflow = workflow_for_kind("animate_preview")
     validated = workflow.validate(params)
+    queue_admit("animate_preview")
     with transaction.atomic():
         job_lock_for_new_attempt(job)
         if restore_id is None:

@@ -57,7 +57,7 @@ from billing.models import (
 from billing.notifications import refund_notice_send
 from jobs.attempts import attempt_cancel
 from jobs.models import IN_FLIGHT_STATUSES, AttemptStatus, Job
-from jobs.notifications import job_link, job_ready_email_send
+from jobs.notifications import job_link, job_ready_email_queue
 from rekindle.cron import advisory_lock
 from rekindle.errors import Conflict, NotFound, Unavailable
 
@@ -673,7 +673,7 @@ def _revoke(animation: AnimationAttempt, change: Change) -> None:
 def _hd_ready_again(hd_id: uuid.UUID) -> None:
     hd = HDAttempt.objects.filter(pk=hd_id).first()
     if hd is not None:
-        job_ready_email_send(attempt=hd, force=True)
+        job_ready_email_queue(attempt=hd, force=True)
 
 
 # --- Staff: refund, comp ---------------------------------------------------------------

@@ -30,7 +30,7 @@ from jobs.admin_display import (
 )
 from jobs.attempts import attempt_cancel, attempt_requeue
 from jobs.models import Attempt
-from jobs.notifications import job_ready_email_send
+from jobs.notifications import FINISHED, job_ready_email_queue
 
 AttemptT = TypeVar("AttemptT", bound=Attempt)
 
@@ -227,11 +227,14 @@ class AttemptAdmin(admin.ModelAdmin[AttemptT]):
     def resend_ready_email(self, request: HttpRequest, queryset: QuerySet[AttemptT]) -> None:
         done, skipped = 0, []
         for attempt in queryset.select_related("job").order_by("queued_at"):
-            if job_ready_email_send(attempt=self.email_attempt(attempt), force=True):
+            emailed = self.email_attempt(attempt)
+            if emailed.status in FINISHED:
+                # Sent by a worker (jobs.tasks.send_ready_email): a hung mail server cannot hold this page.
+                job_ready_email_queue(attempt=emailed, force=True)
                 done += 1
             else:
                 skipped.append("not finished yet")
-        report(request, self, outcome_report("Sent", done, skipped, noun="ready email"), done)
+        report(request, self, outcome_report("Queued for a worker to send:", done, skipped, noun="ready email"), done)
 
     def _current_status(self, attempt: AttemptT) -> str:
         status = type(attempt)._default_manager.filter(pk=attempt.pk).values_list("status", flat=True).first()

@@ -34,6 +34,7 @@ from jobs.access import (
     job_for_request,
     token_from_request,
 )
+from jobs.backpressure import queue_admit
 from jobs.kinds import kind_named
 from jobs.live import job_event_stream
 from jobs.models import Job
@@ -122,6 +123,10 @@ class JobUploadView(APIView):
             413: _error("`file_too_large`: over the upload size limit."),
             415: _error("`unsupported_media_type`: not a JPEG, PNG, WebP, TIFF or BMP photo (or animated)."),
             429: _error("`throttled`: too many uploads; see `Retry-After`."),
+            503: _error(
+                "`queue_full` (with `restore=true`): too much work waits; nothing was stored. Try again after "
+                "`Retry-After` seconds."
+            ),
         },
         tags=["jobs"],
     )
@@ -134,6 +139,9 @@ class JobUploadView(APIView):
     def _upload(self, request: Request) -> Response:
         serializer = JobUploadInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        if serializer.validated_data["restore"]:
+            # Refused before anything is stored: no file, no job, no attempt.
+            queue_admit("restore")
         created = job_create(
             email=serializer.validated_data["email"],
             image=serializer.validated_data["image"],

@@ -40,7 +40,7 @@ from django.utils import timezone
 from jobs.kinds import attempt_kinds, kind_of
 from jobs.live import job_changed, job_changed_on_commit
 from jobs.models import IN_FLIGHT_STATUSES, Attempt, AttemptStatus, Job
-from jobs.notifications import job_ready_email_send
+from jobs.notifications import job_ready_email_queue
 from rekindle import metrics
 from rekindle.errors import Conflict
 
@@ -399,17 +399,34 @@ def _ended_on_commit(attempt: Attempt, status: str, now: datetime) -> None:
     transaction.on_commit(count)
 
 
+def attempt_release(attempt: Attempt) -> bool:
+    """Hand this claim's run back to the queue, its try not spent, and send its message now; False if gone.
+
+    For a worker that stops (SIGTERM) before the run ended: the run was stopped on its node,
+    so it is not the attempt's fault. The try is given back (``tries_at_requeue`` + 1) while
+    ``tries`` keeps counting, so the fencing token never repeats and nothing this worker might
+    still write can pass for the next claim's. The message goes to the attempt's own queue at
+    once, so another worker starts it within a moment, not when the lease would have run out.
+    """
+    with transaction.atomic():
+        done = _fenced(attempt).update(
+            status=QUEUED,
+            tries_at_requeue=F("tries_at_requeue") + 1,
+            started_at=None,
+            lease_expires_at=None,
+            waiting_for="",
+            progress=0,
+        )
+        if done != 1:
+            return False
+        attempt_send_on_commit(attempt, bulk=attempt.tries_at_requeue > 0)
+        job_changed_on_commit(attempt.job_id)
+    return True
+
+
 def _notify_on_commit(attempt: Attempt) -> None:
-    model = type(attempt)
-    attempt_id = attempt.pk
-
-    def send() -> None:
-        fresh = rows(model).filter(pk=attempt_id).first()
-        if fresh is None:
-            return  # the job was deleted meanwhile
-        job_ready_email_send(attempt=fresh)
-
-    transaction.on_commit(send)
+    """Queue the ready email once this transaction commits; a worker of its own sends it."""
+    job_ready_email_queue(attempt=attempt)
 
 
 # --- Staff and cron: requeue, cancel, stuck attempts -----------------------------

@@ -97,6 +97,13 @@ _MESSAGES = {
 }
 
 
+# What the API says when it refuses new work for now (the answer's ``message``), for a person to read.
+QUEUE_FULL = "queue_full"
+REFUSAL_MESSAGES = {
+    QUEUE_FULL: "We are busy right now, so we could not take this photo's new work. Please try again in a few minutes.",
+}
+
+
 @dataclass(frozen=True)
 class CustomerError:
     code: str

@@ -1,9 +1,11 @@
 """Emails to the person behind a job: "your restore / animation / HD video is ready" (or could not be finished).
 
-One email per attempt when it succeeds or finally fails, sent after the transaction that
-recorded it commits (``jobs.attempts`` schedules it). ``notified_at`` is claimed with a
-conditional UPDATE before sending, so two senders never both send; a send that fails
-gives the claim back and is logged. Staff may send it again with ``force=True``.
+One email per attempt when it succeeds or finally fails, queued after the transaction that
+recorded it commits (``jobs.attempts`` schedules it) and sent by a worker of its own
+(``jobs.tasks.send_ready_email``, with ``EMAIL_TIMEOUT`` and retries with backoff), so a
+hung mail server never holds a thread that runs attempts or a web request. ``notified_at``
+is claimed with a conditional UPDATE before sending, so two senders never both send; a send
+that fails gives the claim back, is logged and retried. Staff may send it again with ``force=True``.
 
 The email links to the job through ``JOB_LINK_URL`` with a signed, expiring ``access``
 value (``jobs.access.job_link_access``): the job's token is never stored, so it cannot be
@@ -16,15 +18,19 @@ values (billing adds the amount paid for the HD video).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any
 
 import structlog
 from django.conf import settings
 from django.core.cache import caches
-from django.core.mail import EmailMultiAlternatives
+from django.core.mail import EmailMultiAlternatives, get_connection
+from django.db import transaction
+from django.db.models import Q
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -54,27 +60,84 @@ def job_link(job: Job) -> str:
     return str(settings.JOB_LINK_URL).format(job_id=job.id, access=job_link_access(job.id))
 
 
+class EmailNotSent(Exception):
+    """The mail server refused, failed or timed out; the claim was given back, so a retry sends it."""
+
+
+def job_ready_email_queue(*, attempt: Attempt, force: bool = False) -> None:
+    """Have a worker send the attempt's ready email (``jobs.tasks.send_ready_email``), after commit.
+
+    Never sent in the caller's thread: a worker running attempts, or a web request (the admin's
+    resend, a webhook), must not wait on a mail server. ``force`` (staff's resend) sends it again
+    even if it went out before; the request's moment travels in the message, so a retry of that
+    message after the email went out does not send it twice.
+    """
+    # jobs.tasks imports this module for the actor's work; imported here to keep the import one-way.
+    from jobs.tasks import send_ready_email
+
+    kind_name = kind_of(attempt).name
+    attempt_id = str(attempt.pk)
+    requested_at = timezone.now().isoformat() if force else None
+
+    def send() -> None:
+        try:
+            send_ready_email.send(kind_name, attempt_id, requested_at)
+        except Exception:
+            logger.warning("Could not queue the ready email of %s attempt %s", kind_name, attempt_id, exc_info=True)
+
+    transaction.on_commit(send)
+
+
 def job_ready_email_send(*, attempt: Attempt, force: bool = False) -> bool:
-    """Email the job's address that ``attempt`` succeeded or failed; True when an email went out.
+    """Email the job's address that ``attempt`` succeeded or failed, now; True when an email went out.
 
     Without ``force`` it sends at most once per attempt (per run, since a requeue clears
     ``notified_at``) and only for a finished one. ``force`` sends again whatever was
-    sent before (the admin's "resend the ready email"), still only for a finished one.
-    The email says what went wrong in the customer's words (``jobs.customer_errors``),
-    never the engine's.
+    sent before, still only for a finished one. A failed send is logged and answers False.
+    """
+    try:
+        return job_ready_email_deliver(attempt=attempt, force=force)
+    except EmailNotSent:
+        return False
+
+
+def job_ready_email_deliver(*, attempt: Attempt, force: bool = False, requested_at: datetime | None = None) -> bool:
+    """Send the ready email once; False when it is not due, :class:`EmailNotSent` when the server failed.
+
+    ``notified_at`` is claimed with a conditional UPDATE before sending, so two senders never
+    both send and a retry after a send that went through finds it claimed: an email may be lost
+    to a worker killed mid-send, never sent twice. Only an error of the send itself gives the
+    claim back. With ``force`` the claim is taken unless the email went out after
+    ``requested_at`` (the moment staff asked; None: always).
+    The email says what went wrong in the customer's words (``jobs.customer_errors``), never the engine's.
     """
     status = attempt.status
     if status not in FINISHED:
         return False
     rows = type(attempt)._default_manager
+    previous = rows.filter(pk=attempt.pk).values_list("notified_at", flat=True).first()
     now = timezone.now()
-    if not force:
-        claimed = rows.filter(pk=attempt.pk, status=status, notified_at__isnull=True).update(notified_at=now)
-        if claimed != 1:
-            return False
-
+    due = Q(notified_at__isnull=True)
+    if force:
+        due = Q() if requested_at is None else due | Q(notified_at__lt=requested_at)
+    claimed = rows.filter(due, pk=attempt.pk, status=status).update(notified_at=now)
+    if claimed != 1:
+        return False
+    try:
+        _deliver(_ready_email(attempt))
+    except Exception as exc:
+        logger.warning("Could not email about %s attempt %s", kind_of(attempt).name, attempt.pk, exc_info=True)
+        rows.filter(pk=attempt.pk, notified_at=now).update(notified_at=previous)
+        raise EmailNotSent(f"{type(exc).__name__}: {exc}") from exc
     job = attempt.job
-    succeeded = status == AttemptStatus.SUCCEEDED
+    # The address is masked by the log scrubber (rekindle/log_redaction.py): support sees f***@example.com.
+    events.info("email.sent", to=job.email, kind=kind_of(attempt).name, attempt_id=str(attempt.pk), job_id=str(job.pk))
+    return True
+
+
+def _ready_email(attempt: Attempt) -> EmailMultiAlternatives:
+    job = attempt.job
+    succeeded = attempt.status == AttemptStatus.SUCCEEDED
     error = None if succeeded else customer_error(attempt)
     context: dict[str, Any] = {
         "succeeded": succeeded,
@@ -96,18 +159,31 @@ def job_ready_email_send(*, attempt: Attempt, force: bool = False) -> bool:
         to=[job.email],
     )
     message.attach_alternative(render_to_string("emails/attempt_ready.html", context), "text/html")
+    return message
+
+
+def _deliver(message: EmailMultiAlternatives) -> None:
+    """Send on a connection of its own; once the server took the message, closing it may fail harmlessly.
+
+    Django's ``send()`` raises when the server drops the connection at QUIT, after it accepted
+    the message: counted as a failure, the email would be sent again.
+    """
+    connection = get_connection()
+    connection.open()
     try:
-        message.send()
+        sent = connection.send_messages([message])
     except Exception:
-        logger.warning("Could not email about %s attempt %s", kind_of(attempt).name, attempt.pk, exc_info=True)
-        if not force:
-            rows.filter(pk=attempt.pk, notified_at=now).update(notified_at=None)
-        return False
-    if force:
-        rows.filter(pk=attempt.pk).update(notified_at=now)
-    # The address is masked by the log scrubber (rekindle/log_redaction.py): support sees f***@example.com.
-    events.info("email.sent", to=job.email, kind=kind_of(attempt).name, attempt_id=str(attempt.pk), job_id=str(job.pk))
-    return True
+        with contextlib.suppress(Exception):
+            connection.close()
+        raise
+    if not sent:
+        with contextlib.suppress(Exception):
+            connection.close()
+        raise EmailNotSent("the mail server took no message")
+    try:
+        connection.close()
+    except Exception:
+        logger.info("The mail server accepted the message, then failed while closing the connection", exc_info=True)
 
 
 def job_link_email_send(*, job_id: str) -> bool:

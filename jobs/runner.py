@@ -9,9 +9,12 @@ error is decided here, once:
 - ``EngineCanceled``, or any error after the claim was lost (canceled by staff, taken over
   after the lease ran out): nothing more is written.
 - transient (``TransientEngineError``, storage 5xx and throttling, connection errors and
-  timeouts, the actor's time limit or a worker shutdown): back to the queue with the error
-  kept, and :class:`AttemptRetry` raised so Dramatiq redelivers the message with backoff;
-  once ``MAX_TRIES`` claims are spent it fails with that error instead.
+  timeouts, the actor's time limit): back to the queue with the error kept, and
+  :class:`AttemptRetry` raised so Dramatiq redelivers the message with backoff; once
+  ``MAX_TRIES`` claims are spent it fails with that error instead.
+- the worker stopping (SIGTERM, past ``WORKER_SHUTDOWN_GRACE_SECONDS``; ``rekindle.worker_shutdown``):
+  the run is stopped on its node and handed back (``attempt_release``), its try unspent, its
+  message sent again at once for another worker.
 - permanent (``PermanentEngineError``, :class:`BadInput`, a storage 4xx such as the
   original being gone): failed at once with the error recorded, no retry.
 - anything else is a bug: failed at once as ``internal_error`` and logged with its traceback.
@@ -49,7 +52,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from django.conf import settings
 from django.db import DatabaseError, connection
-from dramatiq.middleware import Interrupt, TimeLimitExceeded
+from dramatiq.middleware import Interrupt, Shutdown, TimeLimitExceeded
 from requests import RequestException
 
 from jobs.attempts import (
@@ -60,6 +63,7 @@ from jobs.attempts import (
     attempt_record_routing,
     attempt_record_submission,
     attempt_record_waiting,
+    attempt_release,
     attempt_renew_lease,
     attempt_retry_later,
     attempt_still_held,
@@ -84,6 +88,7 @@ from rekindle.engines.base import (
     RunRequest,
     TransientEngineError,
 )
+from rekindle.worker_shutdown import worker_stopping
 from rekindle.workflows import Workflow, WorkflowParameterError, get_workflow
 
 logger = logging.getLogger(__name__)
@@ -150,7 +155,8 @@ class Heartbeat(threading.Thread):
         self._progress = max(0, min(int(progress), 99))
 
     def should_cancel(self) -> bool:
-        return self.lost.is_set()
+        # A worker past its shutdown grace stops the run on its node too (then hands it back).
+        return self.lost.is_set() or worker_stopping()
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -315,7 +321,8 @@ def classify(exc: BaseException) -> tuple[str, str, str, dict[str, Any]]:
 def attempt_process(model: type[AttemptT], attempt_id: str) -> str:
     """Claim, run (with its kind's work function) and record one attempt; return what happened.
 
-    The answer is ``lost``, ``succeeded``, ``failed`` or ``canceled``. Raises
+    The answer is ``lost``, ``succeeded``, ``failed``, ``canceled`` or ``released`` (handed back to the
+    queue because the worker is stopping). Raises
     :class:`AttemptRetry` after a transient error that has tries left.
     """
     kind = kind_of(model)
@@ -358,6 +365,11 @@ def _run_claimed(kind: AttemptKind, attempt: AttemptT, attempt_id: str) -> str:
         raise
     except BaseException as exc:
         heartbeat.stop()
+        stopping = worker_stopping() or isinstance(exc, Shutdown)
+        # The worker is stopping: another worker takes it now, with this try given back.
+        if stopping and not heartbeat.lost.is_set() and attempt_release(attempt):
+            logger.info("%s attempt %s: handed back to the queue, the worker is stopping", kind.name, attempt_id)
+            return "released"
         outcome = _record_error(attempt, exc, lost=heartbeat.lost.is_set())
         if outcome in ("canceled", "failed"):
             outputs_discard(attempt, run.written)

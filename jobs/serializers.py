@@ -14,9 +14,10 @@ from django.http import HttpRequest
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from jobs.backpressure import queue_snapshot
 from jobs.customer_errors import PUBLIC_CODES, customer_error
 from jobs.kinds import attempt_kinds
-from jobs.models import Attempt, Job
+from jobs.models import Attempt, AttemptStatus, Job
 from rekindle import storage
 
 
@@ -113,6 +114,14 @@ class AttemptErrorSerializer(serializers.Serializer[Any]):
     message = serializers.CharField(help_text="For people; may change.")
 
 
+class AttemptQueueSerializer(serializers.Serializer[Any]):
+    """Where a queued attempt stands, estimated from the pool's measured recent throughput."""
+
+    position = serializers.IntegerField(help_text="1 for the next to start in its priority queue.")
+    estimated_start = serializers.DateTimeField()
+    estimated_finish = serializers.DateTimeField()
+
+
 # The fields every kind of attempt shows; each app's serializer adds its outputs. Only what the
 # person needs: the node that ran it, its prompt id and the engine's own error text are for staff
 # (the admin and the logs).
@@ -128,6 +137,22 @@ class AttemptSerializer(FieldsBuiltOnce):
         "moment); empty otherwise. Such a wait spends none of the attempt's tries.",
     )
 
+    queue = serializers.SerializerMethodField(
+        help_text="On a queued attempt: its place in its queue and when it should start and finish; null otherwise."
+    )
+
+    @extend_schema_field(AttemptQueueSerializer(allow_null=True))
+    def get_queue(self, attempt: Attempt) -> dict[str, Any] | None:
+        if attempt.status != AttemptStatus.QUEUED:
+            return None
+        # One snapshot for the whole answer (the root serializer's context), never a query per attempt.
+        context: dict[str, Any] = self.context  # type: ignore[assignment]  # the root's own dict
+        snapshot = context.get("queue_snapshot")
+        if snapshot is None:
+            snapshot = context["queue_snapshot"] = queue_snapshot()
+        estimate = snapshot.estimate(attempt)
+        return None if estimate is None else AttemptQueueSerializer(estimate.as_dict()).data
+
     @extend_schema_field(AttemptErrorSerializer(allow_null=True))
     def get_error(self, attempt: Attempt) -> dict[str, str] | None:
         error = customer_error(attempt)
@@ -139,6 +164,7 @@ ATTEMPT_FIELDS = [
     "status",
     "progress",
     "waiting_for",
+    "queue",
     "workflow",
     "parameters",
     "engine",

@@ -220,8 +220,15 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.Callbacks",
         "dramatiq.middleware.Retries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        # SIGTERM: running attempts finish within WORKER_SHUTDOWN_GRACE_SECONDS, then go back to the queue at once.
+        "rekindle.worker_shutdown.GracefulShutdown",
     ],
 }
+# After SIGTERM, how long running attempts may go on before they are stopped on their node and requeued; and how
+# much longer a run that does not stop gets before Shutdown is raised in its thread. rundramatiq's
+# --worker-shutdown-timeout (milliseconds) must be longer than the two together.
+WORKER_SHUTDOWN_GRACE_SECONDS = env_int("WORKER_SHUTDOWN_GRACE_SECONDS", 25, minimum=0)
+WORKER_SHUTDOWN_FORCE_SECONDS = env_int("WORKER_SHUTDOWN_FORCE_SECONDS", 15, minimum=1)
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 
 # --- Operations: metrics and probes (rekindle/ops.py, README "Operations") ----------
@@ -377,6 +384,16 @@ if REKINDLE_ENGINE == "runpod" and not (RUNPOD_ENDPOINT_ID and RUNPOD_API_KEY):
 # --- Pipelines (restore, animate and HD runs on Dramatiq) --------------------
 # Restores, animations and HD runs a job may have queued or running at once; asking for more is a 409.
 MAX_ATTEMPTS_IN_FLIGHT = env_int("MAX_ATTEMPTS_IN_FLIGHT", 3, minimum=1)
+# Backpressure (jobs/backpressure.py): new restores and animations get 503 queue_full with Retry-After when their
+# priority queue holds QUEUE_MAX_DEPTH attempts, or the new one would start more than QUEUE_MAX_WAIT_SECONDS from now
+# (0 turns either check off); paid HD runs are never refused. Estimates use the attempts finished in the last
+# QUEUE_THROUGHPUT_WINDOW_SECONDS, or QUEUE_DEFAULT_RUN_SECONDS per run on one slot without history, and are kept
+# QUEUE_ESTIMATE_CACHE_SECONDS per process.
+QUEUE_MAX_DEPTH = env_int("QUEUE_MAX_DEPTH", 500, minimum=0)
+QUEUE_MAX_WAIT_SECONDS = env_int("QUEUE_MAX_WAIT_SECONDS", 3600, minimum=0)
+QUEUE_THROUGHPUT_WINDOW_SECONDS = env_int("QUEUE_THROUGHPUT_WINDOW_SECONDS", 900, minimum=60)
+QUEUE_DEFAULT_RUN_SECONDS = env_int("QUEUE_DEFAULT_RUN_SECONDS", 60, minimum=1)
+QUEUE_ESTIMATE_CACHE_SECONDS = env_int("QUEUE_ESTIMATE_CACHE_SECONDS", 2, minimum=0)
 # A running attempt holds a lease its worker renews while the engine works (every third of it);
 # `requeue_stuck_attempts` puts back an attempt whose lease ran out (its worker died).
 LEASE_SECONDS = env_int("LEASE_SECONDS", 60, minimum=3)
@@ -466,6 +483,11 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Rekindle <noreply@rekindle.local>")
+# Seconds each SMTP connect and command may take (Django's own setting; without it a hung server blocks forever).
+# Ready emails go out from their own actor (jobs.tasks.send_ready_email), retried with backoff up to
+# EMAIL_MAX_RETRIES times, so a mail server that hangs costs a worker thread this long per try and nothing else.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+EMAIL_MAX_RETRIES = env_int("EMAIL_MAX_RETRIES", 8, minimum=0)
 
 # --- API --------------------------------------------------------------------
 REST_FRAMEWORK: dict[str, Any] = {

@@ -41,6 +41,10 @@ class RestoreView(APIView):
             404: NOT_FOUND,
             409: TOO_MANY,
             429: _error("`throttled`: too many requests; see `Retry-After`."),
+            503: _error(
+                "`queue_full`: too much work waits in the queue; nothing was queued. Try again after "
+                "`Retry-After` seconds (from the measured throughput)."
+            ),
         },
         tags=["restoration"],
     )

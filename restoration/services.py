@@ -12,6 +12,7 @@ from django.db import transaction
 from PIL import Image, UnidentifiedImageError
 
 from jobs.attempts import attempt_send_on_commit, attempt_timestamp_id, job_lock_for_new_attempt
+from jobs.backpressure import queue_admit
 from jobs.live import job_changed_on_commit
 from jobs.models import AttemptStatus, Job
 from jobs.runner import BadInput, RunContext, RunOutput, attempt_process, workflow_for_run
@@ -37,6 +38,7 @@ def restore_attempt_create(*, job: Job, params: dict[str, Any] | None) -> Restor
     """
     workflow = workflow_for_kind("restore")
     validated = workflow.validate(params)
+    queue_admit("restore")
     with transaction.atomic():
         job_lock_for_new_attempt(job)
         attempt = RestoreAttempt.objects.create(job=job, workflow=workflow.name, parameters=validated)

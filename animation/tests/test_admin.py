@@ -141,15 +141,19 @@ def test_it_cancels_a_queued_preview_or_hd_run(admin_client: Client) -> None:
     assert hd_queued.hd.status == AttemptStatus.CANCELED
 
 
-def test_it_resends_the_newest_ready_email(admin_client: Client) -> None:
+def test_it_resends_the_newest_ready_email(
+    admin_client: Client, queued: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     preview_only = AnimationAttemptFactory.create(succeeded=True, notified_at=timezone.now())
     with_hd = AnimationAttemptFactory.create(succeeded=True, hd_ready=True)
     HDAttempt.objects.filter(animation=with_hd).update(notified_at=timezone.now())
     waiting = AnimationAttemptFactory.create()
 
-    response = _act(admin_client, "resend_ready_email", [preview_only, with_hd, waiting])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _act(admin_client, "resend_ready_email", [preview_only, with_hd, waiting])
 
-    assert _messages(response) == ["Sent 2 ready emails, skipped 1 not finished yet"]
+    assert _messages(response) == ["Queued for a worker to send: 2 ready emails, skipped 1 not finished yet"]
+    assert queued.run_here("default") == 2
     assert sorted(message.to[0] for message in mail.outbox) == sorted([preview_only.job.email, with_hd.job.email])
 
 

@@ -17,6 +17,7 @@ from jobs.attempts import (
     attempt_claim,
     attempt_fail,
     attempt_handle_one_stuck,
+    attempt_release,
     attempt_renew_lease,
     attempt_requeue,
     attempt_retry_later,
@@ -116,7 +117,7 @@ def test_it_puts_a_transient_failure_back_in_the_queue_with_its_error() -> None:
     assert tries_left(attempt) == 2  # MAX_TRIES is 3 by default
 
 
-def test_it_fails_with_the_error_and_emails_once(django_capture_on_commit_callbacks) -> None:
+def test_it_fails_with_the_error_and_emails_once(queued, django_capture_on_commit_callbacks) -> None:
     attempt = RestoreAttemptFactory.create()
     claimed = attempt_claim(RestoreAttempt, attempt.pk)
     assert claimed is not None
@@ -132,6 +133,8 @@ def test_it_fails_with_the_error_and_emails_once(django_capture_on_commit_callba
         {"node_id": "3"},
     )
     assert attempt.finished_at is not None
+    assert mail.outbox == []  # queued for the mail worker, not sent from the worker running attempts
+    assert queued.run_here("default") == 1
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == [attempt.job.email]
     assert "could not be finished" in mail.outbox[0].subject
@@ -238,7 +241,7 @@ def test_it_cancels_a_queued_attempt_without_touching_any_node(monkeypatch: pyte
     assert attempt_claim(RestoreAttempt, attempt.pk) is None
 
 
-def test_it_fails_a_stuck_attempt_that_has_no_tries_left(django_capture_on_commit_callbacks) -> None:
+def test_it_fails_a_stuck_attempt_that_has_no_tries_left(queued, django_capture_on_commit_callbacks) -> None:
     attempt = RestoreAttemptFactory.create(status=AttemptStatus.RUNNING, tries=3, lease_expires_at=timezone.now())
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -249,6 +252,7 @@ def test_it_fails_a_stuck_attempt_that_has_no_tries_left(django_capture_on_commi
     attempt.refresh_from_db()
     assert attempt.status == AttemptStatus.FAILED
     assert attempt.error_type == "worker_lost"
+    assert queued.run_here("default") == 1
     assert len(mail.outbox) == 1
 
 
@@ -338,3 +342,21 @@ def test_it_refuses_more_attempts_than_the_job_may_have_in_flight(settings) -> N
 
     with pytest.raises(attempts.TooManyInFlight):
         attempts.job_lock_for_new_attempt(first.job)
+
+
+def test_it_hands_a_run_back_for_a_stopping_worker_without_spending_a_try(
+    queued, django_capture_on_commit_callbacks
+) -> None:
+    attempt = RestoreAttemptFactory.create()
+    claimed = attempt_claim(RestoreAttempt, attempt.pk)
+    assert claimed is not None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert attempt_release(claimed)
+
+    attempt.refresh_from_db()
+    # The try is given back; the fencing token keeps counting.
+    assert (attempt.status, attempt.tries, attempt.lease_expires_at) == (AttemptStatus.QUEUED, 1, None)
+    assert tries_left(attempt) == 3
+    assert queued.ids("interactive") == [str(attempt.pk)]  # sent again at once, to its own queue
+    assert not attempt_release(claimed)  # the claim is gone

@@ -136,9 +136,10 @@ class RedisServer:
 class WorkerProcess:
     """One ``manage.py rundramatiq`` process group, started with the environment a test gives it."""
 
-    def __init__(self, env: dict[str, str], *, threads: int = 4) -> None:
+    def __init__(self, env: dict[str, str], *, threads: int = 4, shutdown_timeout_ms: int = 2000) -> None:
         self.env = env
         self.threads = threads
+        self.shutdown_timeout_ms = shutdown_timeout_ms
         self.log_path = Path(tempfile.mkstemp(prefix="rekindle-worker-", suffix=".log")[1])
         self.email_dir = Path(env["EMAIL_FILE_PATH"])
         self.process: subprocess.Popen[bytes] | None = None
@@ -153,7 +154,7 @@ class WorkerProcess:
             "--threads",
             str(self.threads),
             "--worker-shutdown-timeout",
-            "2000",
+            str(self.shutdown_timeout_ms),
         ]
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
@@ -175,6 +176,15 @@ class WorkerProcess:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+    def terminate(self) -> None:
+        """SIGTERM to the worker's main process, as Kubernetes does to PID 1; returns at once.
+
+        Only the main process: it forwards the signal to its worker processes, and a worker
+        process that gets a second SIGTERM (one to the whole group) is killed at once by Dramatiq.
+        """
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -370,8 +380,10 @@ def pipeline_worker(worker_env: dict[str, str]) -> Iterator[Callable[..., Worker
     """``pipeline_worker(threads=4, **env_overrides)``: a started worker process; all are stopped afterwards."""
     started: list[WorkerProcess] = []
 
-    def start(*, threads: int = 4, **overrides: str) -> WorkerProcess:
-        worker = WorkerProcess({**worker_env, **overrides}, threads=threads).start()
+    def start(*, threads: int = 4, shutdown_timeout_ms: int = 2000, **overrides: str) -> WorkerProcess:
+        worker = WorkerProcess(
+            {**worker_env, **overrides}, threads=threads, shutdown_timeout_ms=shutdown_timeout_ms
+        ).start()
         started.append(worker)
         return worker
 
