@@ -53,6 +53,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's own files for /api/docs/, served with the other static files (no CDN).
+    "drf_spectacular_sidecar",
     "django_dramatiq",
     "corsheaders",
     "social_django",
@@ -420,6 +422,10 @@ SPECTACULAR_SETTINGS = {
         "AttemptStatusEnum": "jobs.models.AttemptStatus",
         "AttemptErrorCodeEnum": "jobs.customer_errors.PUBLIC_CODES",
     },
+    # /api/docs/ loads Swagger UI from this server's static files (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "rekindle.openapi.add_common_error_responses",
@@ -501,6 +507,9 @@ CORS_EXPOSE_HEADERS = ["Retry-After"]
 
 # HTTPS only in production: redirect, HSTS, cookies never sent over plain HTTP.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+# A load balancer's health checks come over plain HTTP and take no redirect: these paths answer on HTTP too
+# (patterns on the path without its leading slash, as SecurityMiddleware matches them).
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", not DEBUG)
