@@ -16,6 +16,10 @@ public code             when
 ``canceled``            it was canceled (by staff, or because the job changed)
 ``processing_failed``   anything else: the engine could not make a result of it
 ======================  ===============================================================
+
+The API's own refusals of a request are in the same words for a person; the ones a
+dependency's outage causes, with ``Retry-After``, are listed in :data:`REQUEST_ERROR_WORDS`
+(``database_unavailable``: the database is restarting or failing over).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 
 from jobs.kinds import kind_of
 from jobs.models import Attempt, AttemptStatus
+from rekindle.errors import DatabaseUnavailable
 
 RETRYING = "retrying"
 SERVICE_UNAVAILABLE = "service_unavailable"
@@ -94,6 +99,12 @@ _MESSAGES = {
     INPUT_UNREADABLE: "We could not {action} because we could not read the photo it starts from.",
     CANCELED: "This was canceled before it finished.",
     PROCESSING_FAILED: "We could not {action}. Please try again.",
+}
+
+
+# Codes of whole requests refused while something we depend on is down, with what the person reads.
+REQUEST_ERROR_WORDS = {
+    DatabaseUnavailable.code: DatabaseUnavailable.message,
 }
 
 

@@ -18,6 +18,13 @@ error is decided here, once:
   Database errors are the exception; they propagate, the lease runs out, and
   ``requeue_stuck_attempts`` puts the attempt back.
 
+The writes that end a run (success, failure, back to the queue) and the record of where the
+prompt went are tried again for ``DB_WRITE_RETRY_SECONDS`` when the database connection is
+lost (a restart, a failover), reconnecting each time, so a result made during a short outage
+is kept instead of re-run once the lease runs out. A message that meets the database away
+before its claim is waited out by the broker (``rekindle.broker.OutageAwareRetries``),
+without spending a try.
+
 While the engine runs, a heartbeat thread renews the lease every third of
 ``LEASE_SECONDS``, writes progress at most once a second, and reads the row's status
 about once a second: the engine's ``should_cancel`` answers from that, so a cancel (or a
@@ -26,6 +33,7 @@ takeover) stops the run on its node within a second or so.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -57,6 +65,7 @@ from jobs.attempts import (
 from jobs.kinds import kind_of
 from jobs.models import Attempt
 from rekindle.bounded import give_back_freed_memory
+from rekindle.db_outage import is_connection_error
 from rekindle.engines import get_engine
 from rekindle.engines.base import (
     EngineCanceled,
@@ -72,12 +81,46 @@ from rekindle.workflows import Workflow, WorkflowParameterError, get_workflow
 logger = logging.getLogger(__name__)
 
 AttemptT = TypeVar("AttemptT", bound=Attempt)
+ResultT = TypeVar("ResultT")
 
 # The engine's own timeout stays this far below the actor's time limit, leaving time to store the result.
 TIME_LIMIT_MARGIN_SECONDS = 60
 
 # Progress is written to the row at most this often (seconds); the status is read as often.
 PROGRESS_INTERVAL = 1.0
+
+
+# Waits between tries of a write while the database connection is lost (seconds): doubling, capped.
+DB_WRITE_FIRST_WAIT = 0.2
+DB_WRITE_MAX_WAIT = 2.0
+
+
+def with_db_retry(write: Callable[[], ResultT], *, what: str) -> ResultT:
+    """``write()``, tried again for ``DB_WRITE_RETRY_SECONDS`` while the database connection is lost.
+
+    Only a lost connection is tried again (the next try reconnects); any other database
+    error, and the last one once the time is up, propagates. The writes it guards are
+    conditional UPDATEs fenced by the claim, so a try whose commit went through before the
+    connection dropped makes the next one find nothing to change (False), never a second write.
+    """
+    deadline = time.monotonic() + float(settings.DB_WRITE_RETRY_SECONDS)
+    wait = DB_WRITE_FIRST_WAIT
+    while True:
+        try:
+            return write()
+        except DatabaseError as exc:
+            if not is_connection_error(exc) or time.monotonic() + wait > deadline:
+                raise
+            logger.warning("attempt.db_write_retry what=%s error=%s wait=%.1f", what, type(exc).__name__, wait)
+            _drop_connection()
+            time.sleep(wait)
+            wait = min(wait * 2, DB_WRITE_MAX_WAIT)
+
+
+def _drop_connection() -> None:
+    """Forget this thread's broken connection, so the next query opens a new one."""
+    with contextlib.suppress(DatabaseError):
+        connection.close()
 
 
 class AttemptRetry(Exception):
@@ -177,7 +220,10 @@ class RunContext(Generic[AttemptT]):
         running_on = [engine.name]
 
         def submitted(node: str, prompt_id: str) -> None:
-            attempt_record_submission(self.attempt, engine=running_on[0], node=node, prompt_id=prompt_id)
+            with_db_retry(
+                lambda: attempt_record_submission(self.attempt, engine=running_on[0], node=node, prompt_id=prompt_id),
+                what="submission",
+            )
 
         def routed(name: str, reason: str) -> None:
             running_on[0] = name
@@ -288,7 +334,9 @@ def attempt_process(model: type[AttemptT], attempt_id: str) -> str:
         # What the run decoded and encoded is freed by now; this thread's malloc arena would keep it.
         give_back_freed_memory()
 
-    if heartbeat.lost.is_set() or not attempt_succeed(attempt, values=output.values, on_success=output.on_success):
+    if heartbeat.lost.is_set() or not with_db_retry(
+        lambda: attempt_succeed(attempt, values=output.values, on_success=output.on_success), what="success"
+    ):
         logger.info("%s attempt %s: claim lost before the result was recorded", kind.name, attempt_id)
         return "lost"
     return "succeeded"
@@ -302,12 +350,14 @@ def _record_error(attempt: Attempt, exc: BaseException, *, lost: bool) -> str:
         return "canceled"
     if category == "transient" and tries_left(attempt) > 0:
         logger.warning("%s: transient error, will retry: %s: %s", name, code, message)
-        attempt_retry_later(attempt, error_type=code, message=message, details=details)
+        with_db_retry(
+            lambda: attempt_retry_later(attempt, error_type=code, message=message, details=details), what="retry"
+        )
         return "retry"
     if category == "internal":
         logger.error("%s: failed on an unexpected error", name, exc_info=exc)
     else:
         logger.warning("%s: failed (%s): %s", name, code, message)
     details = {**details, "tries": attempt.tries}
-    attempt_fail(attempt, error_type=code, message=message, details=details)
+    with_db_retry(lambda: attempt_fail(attempt, error_type=code, message=message, details=details), what="failure")
     return "failed"

@@ -39,6 +39,9 @@ import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import ConnectionClosed
+from dramatiq.middleware import Retries
+
+from rekindle.db_outage import is_connection_error
 
 logger = logging.getLogger(__name__)
 
@@ -147,3 +150,46 @@ class WakingConsumer(dramatiq.Consumer):
     def close(self) -> None:
         self._close_wakeups()
         self.inner.close()
+
+
+# A message whose actor met a lost database connection comes back after this long (ms), doubling per wait.
+_DB_WAIT_FIRST_MS = 1_000
+_DB_WAIT_MAX_MS = 10_000
+
+
+class OutageAwareRetries(Retries):
+    """Dramatiq's ``Retries``, except that a lost database connection is waited out, not counted.
+
+    An actor that cannot reach the database (a restart, a failover) did nothing wrong and
+    spent nothing: its message goes back on its queue's delay queue after a short wait (1 s
+    doubling to 10 s, counted apart in ``db_waits``) without spending one of the message's
+    retries, so a long stop never dead-letters a message; the attempt it names was never
+    claimed, so its own tries are untouched too. Every other error is Dramatiq's own retry.
+    The lease and ``requeue_stuck_attempts`` remain the backstop for a run the outage cut off
+    after its claim.
+    """
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None or not is_connection_error(exception):
+            super().after_process_message(  # type: ignore[no-untyped-call]
+                broker, message, result=result, exception=exception
+            )
+            return
+        waits = int(message.options.get("db_waits", 0))
+        message.options["db_waits"] = waits + 1
+        delay = min(_DB_WAIT_FIRST_MS * 2 ** min(waits, 16), _DB_WAIT_MAX_MS)
+        logger.warning(
+            "message.database_wait message_id=%s actor=%s waits=%d delay_ms=%d",
+            message.message_id,
+            message.actor_name,
+            waits + 1,
+            delay,
+        )
+        broker.enqueue(message, delay=delay)  # type: ignore[arg-type]  # the proxy, as Retries itself enqueues it

@@ -70,6 +70,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files (the pages' and the admin's) straight from the app, before anything else runs.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A view that loses the database answers 503 database_unavailable with Retry-After (rekindle/db_outage.py).
+    "rekindle.db_outage.DatabaseOutageMiddleware",
     "rekindle.private_answers.private_api_answers",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -108,7 +110,13 @@ DATABASE_URL = env_url(
     schemes=("sqlite", "postgres", "postgresql", "pgsql"),
 )
 try:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+    # Kept connections are checked before a request (or a worker's message) reuses them, so the first
+    # request after a database restart reconnects instead of failing on the connection the restart ended.
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
+        )
+    }
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from exc
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -195,7 +203,8 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.Callbacks",
-        "dramatiq.middleware.Retries",
+        # Dramatiq's Retries, except that a lost database connection is waited out, never counted.
+        "rekindle.broker.OutageAwareRetries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
     ],
 }
@@ -323,6 +332,9 @@ RETRY_MAX_BACKOFF_MS = env_int("RETRY_MAX_BACKOFF_MS", 60_000, minimum=1)
 # A queued attempt whose message went out longer ago than this (or never: the broker was down)
 # is sent again by `requeue_stuck_attempts`. Keep it above RETRY_MAX_BACKOFF_MS.
 QUEUED_RESEND_SECONDS = env_int("QUEUED_RESEND_SECONDS", 300, minimum=1)
+# A worker whose database connection is lost keeps trying the write that ends a run (its result, its
+# failure, its return to the queue) this long (seconds), reconnecting each time, before it gives up.
+DB_WRITE_RETRY_SECONDS = env_float("DB_WRITE_RETRY_SECONDS", 10.0, minimum=0.0)
 # Hard time limit of each actor (seconds); the engine's own timeout is the workflow's, capped below this.
 RESTORE_TIME_LIMIT_SECONDS = env_int("RESTORE_TIME_LIMIT_SECONDS", 20 * 60, minimum=10)
 ANIMATION_TIME_LIMIT_SECONDS = env_int("ANIMATION_TIME_LIMIT_SECONDS", 30 * 60, minimum=10)

@@ -46,6 +46,9 @@ def test_it_documents_every_jobs_endpoint_with_its_body_and_errors(schema: dict[
     assert set(detail["get"]["responses"]) == {"200", "401", "404", "503"}
     assert set(detail["delete"]["responses"]) == {"204", "401", "403", "404", "503"}
     assert "auth_unavailable" in detail["get"]["responses"]["503"]["description"]
+    for operation in (upload, detail["get"], detail["delete"], listing):
+        assert "database_unavailable" in operation["responses"]["503"]["description"]
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert _error_ref(detail["get"], "404") == "#/components/schemas/Error"
     parameters = {(p["in"], p["name"]) for p in detail["get"]["parameters"]}
     assert {("header", "X-Job-Token"), ("query", "token"), ("path", "job_id")} <= parameters
