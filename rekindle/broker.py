@@ -85,10 +85,31 @@ class WakeupNotices(dramatiq.Middleware):
             logger.debug("Could not publish the wake-up for %s", message.queue_name, exc_info=True)
 
 
+# A worker process's unacknowledged messages (the one it runs and those it prefetched) go back to their
+# queue once its Redis heartbeat is this old (ms) and a queue maintenance runs (Dramatiq's dispatch.lua).
+# Every Redis command of a process beats (its delay-queue consumers fetch at least every idle ceiling,
+# 100 ms for our workers, even while every thread is busy), so 15 s is far above a live worker's gap and
+# still tolerates some clock skew between machines (the beat is the sender's clock). Dramatiq's default is
+# 60 s. A live worker wrongly judged dead only has its messages delivered twice: the claim makes the
+# second delivery a no-op.
+HEARTBEAT_TIMEOUT_MS = 15_000
+# Commands out of a million that run that maintenance: 1% instead of Dramatiq's 0.1%, so with consumers
+# fetching ~10 times a second a queue is swept every few seconds instead of every minute or two. A sweep
+# with no dead worker is two small sorted-set reads.
+MAINTENANCE_CHANCE = 10_000
+
+
 class WakingRedisBroker(RedisBroker):
-    """``RedisBroker`` whose consumers wake on a published notice instead of polling on a timer."""
+    """``RedisBroker`` whose consumers wake on a published notice instead of polling on a timer.
+
+    It also returns a dead worker's messages sooner than Dramatiq's defaults would
+    (:data:`HEARTBEAT_TIMEOUT_MS`, :data:`MAINTENANCE_CHANCE`): after ``kill -9`` its
+    prefetched messages come back in about 15-25 s instead of 2-3 minutes.
+    """
 
     def __init__(self, **options: Any) -> None:
+        options.setdefault("heartbeat_timeout", HEARTBEAT_TIMEOUT_MS)
+        options.setdefault("maintenance_chance", MAINTENANCE_CHANCE)
         super().__init__(**options)  # type: ignore[no-untyped-call]
         if not any(isinstance(m, WakeupNotices) for m in self.middleware):
             self.add_middleware(WakeupNotices())

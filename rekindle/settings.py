@@ -206,6 +206,8 @@ DRAMATIQ_BROKER = {
         # Dramatiq's Retries, except that a lost database connection is waited out, never counted.
         "rekindle.broker.OutageAwareRetries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        # A worker that boots takes back the running attempts of this host's dead workers (jobs/processes.py).
+        "jobs.worker_boot.TakeBackOrphanedAttempts",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]

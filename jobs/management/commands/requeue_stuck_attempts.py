@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, ClassVar
 
-from jobs.attempts import attempt_handle_one_stuck
+from jobs.attempts import attempt_handle_one_stuck, attempt_take_back_orphans
 from jobs.kinds import attempt_kinds
 from rekindle.cron import CronCommand
 
 
 class Command(CronCommand):
     help = (
-        "Requeue running attempts whose lease ran out (their worker died), or fail them when their tries are "
+        "Take back at once the running attempts of this host's worker processes that are gone; requeue running "
+        "attempts whose lease ran out (their worker died), or fail them when their tries are "
         "spent; resend queued attempts whose message never reached the broker or went out longer than "
         "QUEUED_RESEND_SECONDS ago. Safe to run twice at once: each attempt is taken with SKIP LOCKED."
     )
@@ -23,7 +24,12 @@ class Command(CronCommand):
         self.actions: Counter[str] = Counter()
 
     def handle_one(self) -> bool:
-        """Deal with one stuck attempt of any kind; False when none is left."""
+        """Deal with one stuck attempt of any kind (this host's dead workers' first); False when none is left."""
+        for kind in attempt_kinds():
+            taken = attempt_take_back_orphans(kind.model)
+            if taken:
+                self.actions["taken back"] += len(taken)
+                return True
         for kind in attempt_kinds():
             outcome = attempt_handle_one_stuck(kind.model)
             if outcome is not None:
@@ -32,7 +38,9 @@ class Command(CronCommand):
         return False
 
     def summary(self) -> str:
-        return (
-            f"requeued {self.actions['requeued']}, resent {self.actions['resent']}, "
+        taken = f"taken back {self.actions['taken back']}, " if self.actions["taken back"] else ""
+        return taken + (
+            f"requeued {self.actions['requeued']}, "
+            f"resent {self.actions['resent']}, "
             f"failed {self.actions['failed']} attempt(s)"
         )
