@@ -234,6 +234,11 @@ class RunContext(Generic[AttemptT]):
             # Requeued by staff or the stuck-attempt cron: bulk work, served after customers' runs.
             request = replace(request, priority="bulk")
 
+        if self.attempt.tries > 1 and self.attempt.node and self.attempt.prompt_id:
+            # An earlier claim sent a prompt and did not see it end (its worker died, or it moved on):
+            # the engine asks that node first and fetches a result already made instead of recomputing it.
+            request = replace(request, earlier_node=self.attempt.node, earlier_prompt_id=self.attempt.prompt_id)
+
         def waiting(what: str) -> None:
             attempt_record_waiting(self.attempt, waiting_for=what)
 
