@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 import dramatiq
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,5 @@ class TakeBackOrphanedAttempts(dramatiq.Middleware):
             # The database is away: the lease and the cron's sweep remain.
             logger.warning("attempt.take_back_failed", exc_info=True)
             return
-        finally:
-            close_old_connections()
         if taken:
             logger.warning("attempt.taken_back_at_boot count=%d", taken)

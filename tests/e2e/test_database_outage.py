@@ -19,6 +19,7 @@ import requests
 from django.conf import settings
 from PIL import Image
 
+from jobs.customer_errors import REQUEST_ERROR_WORDS
 from rekindle.testing.pipeline import WorkerProcess, wait_for
 from rekindle.testing.postgres import PostgresServer
 from rekindle.testing.services import REDIS_URL
@@ -51,6 +52,7 @@ def _assert_database_unavailable(response: requests.Response) -> None:
     if response.headers["Content-Type"].startswith("application/json"):
         error = response.json()["error"]
         assert error["code"] == "database_unavailable"
+        assert error["message"] == REQUEST_ERROR_WORDS["database_unavailable"]
         assert "Operational" not in error["message"]
         assert "127.0.0.1" not in error["message"]
 
