@@ -25,6 +25,7 @@ pytest_plugins = [
     "rekindle.testing.s3",
     "rekindle.testing.comfyui_fixtures",
     "rekindle.testing.pipeline",
+    "rekindle.testing.postgres",
     "rekindle.testing.auth0",
     "rekindle.testing.stripe_stub",
 ]

@@ -41,6 +41,7 @@ from jobs.kinds import attempt_kinds, kind_of
 from jobs.live import job_changed, job_changed_on_commit
 from jobs.models import IN_FLIGHT_STATUSES, Attempt, AttemptStatus, Job
 from jobs.notifications import job_ready_email_queue
+from jobs.processes import host_name, process_identity, process_is_gone
 from rekindle import metrics
 from rekindle.errors import Conflict
 
@@ -194,6 +195,7 @@ def attempt_claim(model: type[AttemptT], attempt_id: AttemptId) -> AttemptT | No
                 finished_at=None,
                 lease_expires_at=_lease_until(now),
                 next_try_at=None,
+                claimed_by=process_identity(),
                 progress=0,
                 waiting_for="",
                 error_type="",
@@ -611,3 +613,40 @@ def _resend_one(model: type[Attempt], *, now: datetime, broker_since: datetime |
         last_enqueued_at=attempt.last_enqueued_at, next_try_at=attempt.next_try_at
     )
     return StuckOutcome(model, attempt.pk, "unsent")
+
+
+def attempt_take_back_orphans(model: type[Attempt]) -> list[uuid.UUID]:
+    """Put back in the queue, at once, the running attempts of this host whose worker process is gone.
+
+    A worker killed with ``kill -9`` leaves its claims running until their leases run out;
+    on the same host its process can be seen to be gone (``jobs.processes``), so a starting
+    worker and ``requeue_stuck_attempts`` take them back without waiting. The try it spent
+    is given back (``tries_at_requeue`` + 1: the run was cut off, not failed), ``tries``
+    keeps counting (the fencing token never repeats), the node and prompt id stay so the
+    next run can fetch a result the node already made, and the message goes out after
+    commit on the attempt's own queue. Returns the ids taken back.
+    """
+    running = rows(model).filter(status=RUNNING, claimed_by__startswith=f"{host_name()}/")
+    taken: list[uuid.UUID] = []
+    with transaction.atomic():
+        for attempt in running.select_for_update(skip_locked=True).order_by("started_at"):
+            if not process_is_gone(attempt.claimed_by):
+                continue
+            done = _fenced(attempt).update(
+                status=QUEUED,
+                tries_at_requeue=F("tries_at_requeue") + 1,
+                lease_expires_at=None,
+                last_enqueued_at=None,
+                waiting_for="",
+                claimed_by="",
+            )
+            if done == 1:
+                logger.warning(
+                    "attempt.taken_back kind=%s attempt=%s process=%s",
+                    kind_of(model).name,
+                    attempt.pk,
+                    attempt.claimed_by,
+                )
+                attempt_send_on_commit(attempt)
+                taken.append(attempt.pk)
+    return taken

@@ -16,6 +16,10 @@ public code             when
 ``canceled``            it was canceled (by staff, or because the job changed)
 ``processing_failed``   anything else: the engine could not make a result of it
 ======================  ===============================================================
+
+The API's own refusals of a request are in the same words for a person; the ones a
+dependency's outage causes, with ``Retry-After``, are listed in :data:`REQUEST_ERROR_WORDS`
+(``database_unavailable``: the database is restarting or failing over).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 
 from jobs.kinds import kind_of
 from jobs.models import Attempt, AttemptStatus
+from rekindle.errors import DatabaseUnavailable
 
 RETRYING = "retrying"
 SERVICE_UNAVAILABLE = "service_unavailable"
@@ -101,6 +106,11 @@ _MESSAGES = {
 QUEUE_FULL = "queue_full"
 REFUSAL_MESSAGES = {
     QUEUE_FULL: "We are busy right now, so we could not take this photo's new work. Please try again in a few minutes.",
+}
+
+# Codes of whole requests refused while something we depend on is down, with what the person reads.
+REQUEST_ERROR_WORDS = {
+    DatabaseUnavailable.code: DatabaseUnavailable.message,
 }
 
 

@@ -101,6 +101,9 @@ class Attempt(models.Model):
     # while ``tries`` itself only grows (it is the claim's fencing token).
     tries_at_requeue = models.PositiveSmallIntegerField(default=0)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # The worker process holding the running claim, ``host/pid/start`` (jobs.processes): a process that
+    # is gone gets its attempts taken back at once, not when the lease runs out.
+    claimed_by = models.CharField(max_length=160, blank=True, default="", db_default="")
 
     # When it was first requested; never changes, so the output keys derived from it stay put.
     queued_at = models.DateTimeField(default=timezone.now)

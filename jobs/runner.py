@@ -31,6 +31,13 @@ still holds, and a run that ends without recording its success removes what it w
 no row will hold it (its job was deleted meanwhile, or it ended canceled under this claim):
 see :func:`outputs_discard`.
 
+The writes that end a run (success, failure, back to the queue) and the record of where the
+prompt went are tried again for ``DB_WRITE_RETRY_SECONDS`` when the database connection is
+lost (a restart, a failover), reconnecting each time, so a result made during a short outage
+is kept instead of re-run once the lease runs out. A message that meets the database away
+before its claim is waited out by the broker (``rekindle.broker.OutageAwareRetries``),
+without spending a try.
+
 While the engine runs, a heartbeat thread renews the lease every third of
 ``LEASE_SECONDS``, writes progress at most once a second, and reads the row's status
 about once a second: the engine's ``should_cancel`` answers from that, so a cancel (or a
@@ -39,6 +46,7 @@ takeover) stops the run on its node within a second or so.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import logging
 import threading
@@ -78,6 +86,7 @@ from jobs.kinds import AttemptKind, kind_of
 from jobs.models import Attempt
 from rekindle import metrics, storage
 from rekindle.bounded import give_back_freed_memory
+from rekindle.db_outage import is_connection_error
 from rekindle.engines import get_engine
 from rekindle.engines.base import (
     EngineCanceled,
@@ -95,12 +104,46 @@ logger = logging.getLogger(__name__)
 events = structlog.stdlib.get_logger(__name__)
 
 AttemptT = TypeVar("AttemptT", bound=Attempt)
+ResultT = TypeVar("ResultT")
 
 # The engine's own timeout stays this far below the actor's time limit, leaving time to store the result.
 TIME_LIMIT_MARGIN_SECONDS = 60
 
 # Progress is written to the row at most this often (seconds); the status is read as often.
 PROGRESS_INTERVAL = 1.0
+
+
+# Waits between tries of a write while the database connection is lost (seconds): doubling, capped.
+DB_WRITE_FIRST_WAIT = 0.2
+DB_WRITE_MAX_WAIT = 2.0
+
+
+def with_db_retry(write: Callable[[], ResultT], *, what: str) -> ResultT:
+    """``write()``, tried again for ``DB_WRITE_RETRY_SECONDS`` while the database connection is lost.
+
+    Only a lost connection is tried again (the next try reconnects); any other database
+    error, and the last one once the time is up, propagates. The writes it guards are
+    conditional UPDATEs fenced by the claim, so a try whose commit went through before the
+    connection dropped makes the next one find nothing to change (False), never a second write.
+    """
+    deadline = time.monotonic() + float(settings.DB_WRITE_RETRY_SECONDS)
+    wait = DB_WRITE_FIRST_WAIT
+    while True:
+        try:
+            return write()
+        except DatabaseError as exc:
+            if not is_connection_error(exc) or time.monotonic() + wait > deadline:
+                raise
+            logger.warning("attempt.db_write_retry what=%s error=%s wait=%.1f", what, type(exc).__name__, wait)
+            _drop_connection()
+            time.sleep(wait)
+            wait = min(wait * 2, DB_WRITE_MAX_WAIT)
+
+
+def _drop_connection() -> None:
+    """Forget this thread's broken connection, so the next query opens a new one."""
+    with contextlib.suppress(DatabaseError):
+        connection.close()
 
 
 class AttemptRetry(Exception):
@@ -237,7 +280,10 @@ class RunContext(Generic[AttemptT]):
             # Bound here, where the engine names them, so the rest of the run's lines say where it runs.
             structlog.contextvars.bind_contextvars(engine=running_on[0], node=node, prompt_id=prompt_id)
             events.info("attempt.submitted")
-            attempt_record_submission(self.attempt, engine=running_on[0], node=node, prompt_id=prompt_id)
+            with_db_retry(
+                lambda: attempt_record_submission(self.attempt, engine=running_on[0], node=node, prompt_id=prompt_id),
+                what="submission",
+            )
 
         def routed(name: str, reason: str) -> None:
             running_on[0] = name
@@ -248,6 +294,11 @@ class RunContext(Generic[AttemptT]):
         if self.attempt.tries_at_requeue > 0 and not request.priority and not paid:
             # Requeued by staff or the stuck-attempt cron: bulk work, served after customers' runs.
             request = replace(request, priority="bulk")
+
+        if self.attempt.tries > 1 and self.attempt.node and self.attempt.prompt_id:
+            # An earlier claim sent a prompt and did not see it end (its worker died, or it moved on):
+            # the engine asks that node first and fetches a result already made instead of recomputing it.
+            request = replace(request, earlier_node=self.attempt.node, earlier_prompt_id=self.attempt.prompt_id)
 
         def waiting(what: str) -> None:
             attempt_record_waiting(self.attempt, waiting_for=what)
@@ -385,7 +436,9 @@ def _run_claimed(kind: AttemptKind, attempt: AttemptT, attempt_id: str) -> str:
         # What the run decoded and encoded is freed by now; this thread's malloc arena would keep it.
         give_back_freed_memory()
 
-    if heartbeat.lost.is_set() or not attempt_succeed(attempt, values=output.values, on_success=output.on_success):
+    if heartbeat.lost.is_set() or not with_db_retry(
+        lambda: attempt_succeed(attempt, values=output.values, on_success=output.on_success), what="success"
+    ):
         logger.info("%s attempt %s: claim lost before the result was recorded", kind.name, attempt_id)
         outputs_discard(attempt, run.written)
         return "lost"
@@ -439,8 +492,10 @@ def _record_error(attempt: Attempt, exc: BaseException, *, lost: bool) -> str:
     _count_error(kind_of(attempt).name, category, code, exc)
     if category == "transient" and tries_left(attempt) > 0:
         logger.warning("%s: transient error, will retry: %s: %s", name, code, message)
-        attempt_retry_later(
-            attempt, error_type=code, message=message, details=details, delay_ms=retry_delay_ms(attempt)
+        delay_ms = retry_delay_ms(attempt)
+        with_db_retry(
+            lambda: attempt_retry_later(attempt, error_type=code, message=message, details=details, delay_ms=delay_ms),
+            what="retry",
         )
         return "retry"
     if category == "internal":
@@ -448,5 +503,5 @@ def _record_error(attempt: Attempt, exc: BaseException, *, lost: bool) -> str:
     else:
         logger.warning("%s: failed (%s): %s", name, code, message)
     details = {**details, "tries": attempt.tries}
-    attempt_fail(attempt, error_type=code, message=message, details=details)
+    with_db_retry(lambda: attempt_fail(attempt, error_type=code, message=message, details=details), what="failure")
     return "failed"

@@ -8,7 +8,9 @@ the same shape with their status.
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -21,6 +23,9 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
 from rekindle import errors, metrics
+from rekindle.db_outage import database_unavailable, database_unavailable_response, is_connection_error
+
+logger = logging.getLogger(__name__)
 
 
 class ApiError(exceptions.APIException):
@@ -98,6 +103,10 @@ def _flatten(detail: Any) -> Any:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if is_connection_error(exc):
+        # The database is away (a restart, a failover): an outage to wait out, not a bug.
+        logger.warning("database.unavailable view=%s error=%s", type(context.get("view")).__name__, type(exc).__name__)
+        exc = database_unavailable()
     if isinstance(exc, errors.ServiceError):
         set_rollback()
         return service_error_response(exc)
@@ -158,4 +167,8 @@ def handler404(request: HttpRequest, exception: Exception | None = None) -> Http
 
 
 def handler500(request: HttpRequest) -> HttpResponse:
+    # Called while the error is being handled: a middleware's lost database connection is an outage too.
+    current = sys.exc_info()[1]
+    if current is not None and is_connection_error(current):
+        return database_unavailable_response(request, current)
     return JsonResponse(error_body("server_error", "Something went wrong on our side; it has been logged."), status=500)

@@ -41,6 +41,9 @@ import redis
 from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.errors import ConnectionClosed
+from dramatiq.middleware import Retries
+
+from rekindle.db_outage import is_connection_error
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +87,31 @@ class WakeupNotices(dramatiq.Middleware):
             logger.debug("Could not publish the wake-up for %s", message.queue_name, exc_info=True)
 
 
+# A worker process's unacknowledged messages (the one it runs and those it prefetched) go back to their
+# queue once its Redis heartbeat is this old (ms) and a queue maintenance runs (Dramatiq's dispatch.lua).
+# Every Redis command of a process beats (its delay-queue consumers fetch at least every idle ceiling,
+# 100 ms for our workers, even while every thread is busy), so 15 s is far above a live worker's gap and
+# still tolerates some clock skew between machines (the beat is the sender's clock). Dramatiq's default is
+# 60 s. A live worker wrongly judged dead only has its messages delivered twice: the claim makes the
+# second delivery a no-op.
+HEARTBEAT_TIMEOUT_MS = 15_000
+# Commands out of a million that run that maintenance: 1% instead of Dramatiq's 0.1%, so with consumers
+# fetching ~10 times a second a queue is swept every few seconds instead of every minute or two. A sweep
+# with no dead worker is two small sorted-set reads.
+MAINTENANCE_CHANCE = 10_000
+
+
 class WakingRedisBroker(RedisBroker):
-    """``RedisBroker`` whose consumers wake on a published notice instead of polling on a timer."""
+    """``RedisBroker`` whose consumers wake on a published notice instead of polling on a timer.
+
+    It also returns a dead worker's messages sooner than Dramatiq's defaults would
+    (:data:`HEARTBEAT_TIMEOUT_MS`, :data:`MAINTENANCE_CHANCE`): after ``kill -9`` its
+    prefetched messages come back in about 15-25 s instead of 2-3 minutes.
+    """
 
     def __init__(self, **options: Any) -> None:
+        options.setdefault("heartbeat_timeout", HEARTBEAT_TIMEOUT_MS)
+        options.setdefault("maintenance_chance", MAINTENANCE_CHANCE)
         super().__init__(**options)  # type: ignore[no-untyped-call]
         if not any(isinstance(m, WakeupNotices) for m in self.middleware):
             self.add_middleware(WakeupNotices())
@@ -167,3 +191,46 @@ def broker_started_at(broker: dramatiq.Broker | None = None) -> datetime | None:
     except (redis.RedisError, KeyError, TypeError, ValueError):
         return None
     return timezone.now() - timedelta(seconds=uptime)
+
+
+# A message whose actor met a lost database connection comes back after this long (ms), doubling per wait.
+_DB_WAIT_FIRST_MS = 1_000
+_DB_WAIT_MAX_MS = 10_000
+
+
+class OutageAwareRetries(Retries):
+    """Dramatiq's ``Retries``, except that a lost database connection is waited out, not counted.
+
+    An actor that cannot reach the database (a restart, a failover) did nothing wrong and
+    spent nothing: its message goes back on its queue's delay queue after a short wait (1 s
+    doubling to 10 s, counted apart in ``db_waits``) without spending one of the message's
+    retries, so a long stop never dead-letters a message; the attempt it names was never
+    claimed, so its own tries are untouched too. Every other error is Dramatiq's own retry.
+    The lease and ``requeue_stuck_attempts`` remain the backstop for a run the outage cut off
+    after its claim.
+    """
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        if exception is None or not is_connection_error(exception):
+            super().after_process_message(  # type: ignore[no-untyped-call]
+                broker, message, result=result, exception=exception
+            )
+            return
+        waits = int(message.options.get("db_waits", 0))
+        message.options["db_waits"] = waits + 1
+        delay = min(_DB_WAIT_FIRST_MS * 2 ** min(waits, 16), _DB_WAIT_MAX_MS)
+        logger.warning(
+            "message.database_wait message_id=%s actor=%s waits=%d delay_ms=%d",
+            message.message_id,
+            message.actor_name,
+            waits + 1,
+            delay,
+        )
+        broker.enqueue(message, delay=delay)  # type: ignore[arg-type]  # the proxy, as Retries itself enqueues it

@@ -91,3 +91,11 @@ class Unavailable(ServiceError):
     ) -> None:
         super().__init__(message, code=code, details=details)
         self.retry_after = retry_after
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database cannot be reached right now (restarting, failing over): nothing the caller sent was wrong."""
+
+    code = "database_unavailable"
+    # The customer's words (listed with the others in jobs.customer_errors).
+    message = "We cannot reach our records right now. Please try again in a few seconds."

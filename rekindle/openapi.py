@@ -24,6 +24,16 @@ _AUTH_UNAVAILABLE = (
     "retry later (the token may be fine)."
 )
 
+_DATABASE_UNAVAILABLE = (
+    "`database_unavailable`: the database cannot be reached for a moment (a restart, a failover); "
+    "retry after the `Retry-After` seconds."
+)
+
+_RETRY_AFTER = {
+    "schema": {"type": "integer", "minimum": 1},
+    "description": "Seconds to wait before asking again (sent when the outage's length is known).",
+}
+
 _UNSAFE_METHODS = {"post", "put", "patch", "delete"}
 
 # Request bodies whose `parameters` are a workflow's parameter map: component -> the kind of work whose
@@ -45,6 +55,8 @@ def add_common_error_responses(result: dict[str, Any], generator: Any, request: 
             responses = operation.setdefault("responses", {})
             _add(responses, "401", _BAD_BEARER)
             _add(responses, "503", _AUTH_UNAVAILABLE)
+            _add(responses, "503", _DATABASE_UNAVAILABLE)
+            responses["503"].setdefault("headers", {}).setdefault("Retry-After", _RETRY_AFTER)
             if method in _UNSAFE_METHODS:
                 _add(responses, "403", _CSRF)
             content = operation.get("requestBody", {}).get("content", {})

@@ -58,6 +58,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    # Swagger UI's own files for /api/docs/, served with the other static files (no CDN).
+    "drf_spectacular_sidecar",
     "django_dramatiq",
     "corsheaders",
     "social_django",
@@ -79,6 +81,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Static files (the pages' and the admin's) straight from the app, before anything else runs.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # A view that loses the database answers 503 database_unavailable with Retry-After (rekindle/db_outage.py).
+    "rekindle.db_outage.DatabaseOutageMiddleware",
     "rekindle.private_answers.private_api_answers",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -123,7 +127,13 @@ DATABASE_URL = env_url(
     schemes=("sqlite", "postgres", "postgresql", "pgsql"),
 )
 try:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+    # Kept connections are checked before a request (or a worker's message) reuses them, so the first
+    # request after a database restart reconnects instead of failing on the connection the restart ended.
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
+        )
+    }
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from exc
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -218,8 +228,11 @@ DRAMATIQ_BROKER = {
         "dramatiq.middleware.AgeLimit",
         "dramatiq.middleware.TimeLimit",
         "dramatiq.middleware.Callbacks",
-        "dramatiq.middleware.Retries",
+        # Dramatiq's Retries, except that a lost database connection is waited out, never counted.
+        "rekindle.broker.OutageAwareRetries",
         "django_dramatiq.middleware.DbConnectionsMiddleware",
+        # A worker that boots takes back the running attempts of this host's dead workers (jobs/processes.py).
+        "jobs.worker_boot.TakeBackOrphanedAttempts",
         # SIGTERM: running attempts finish within WORKER_SHUTDOWN_GRACE_SECONDS, then go back to the queue at once.
         "rekindle.worker_shutdown.GracefulShutdown",
     ],
@@ -408,6 +421,9 @@ QUEUED_RESEND_SECONDS = env_int("QUEUED_RESEND_SECONDS", 300, minimum=1)
 # A queued attempt whose retry after a transient error was due this long ago and has not started is sent
 # again by `requeue_stuck_attempts` (a worker that loses its Redis connection forgets its delayed messages).
 RETRY_OVERDUE_SECONDS = env_int("RETRY_OVERDUE_SECONDS", 15, minimum=1)
+# A worker whose database connection is lost keeps trying the write that ends a run (its result, its
+# failure, its return to the queue) this long (seconds), reconnecting each time, before it gives up.
+DB_WRITE_RETRY_SECONDS = env_float("DB_WRITE_RETRY_SECONDS", 10.0, minimum=0.0)
 # Hard time limit of each actor (seconds); the engine's own timeout is the workflow's, capped below this.
 RESTORE_TIME_LIMIT_SECONDS = env_int("RESTORE_TIME_LIMIT_SECONDS", 20 * 60, minimum=10)
 ANIMATION_TIME_LIMIT_SECONDS = env_int("ANIMATION_TIME_LIMIT_SECONDS", 30 * 60, minimum=10)
@@ -512,6 +528,10 @@ SPECTACULAR_SETTINGS = {
         "AttemptStatusEnum": "jobs.models.AttemptStatus",
         "AttemptErrorCodeEnum": "jobs.customer_errors.PUBLIC_CODES",
     },
+    # /api/docs/ loads Swagger UI from this server's static files (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "rekindle.openapi.add_common_error_responses",
@@ -593,7 +613,8 @@ CORS_EXPOSE_HEADERS = ["Retry-After"]
 
 # HTTPS only in production: redirect, HSTS, cookies never sent over plain HTTP.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
-# Probes and scrapes come over plain HTTP from inside the network (rekindle/ops.py answers them first anyway).
+# A load balancer's health checks come over plain HTTP and take no redirect: these paths answer on HTTP too
+# (patterns on the path without its leading slash, as SecurityMiddleware matches them).
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)

@@ -3,10 +3,11 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from billing import urls as billing_urls
 from rekindle import api_errors
+from rekindle.api_docs import ApiDocsView
 
 urlpatterns = [
     # The staff console pages (dashboard, processing nodes) before the admin catches every admin/ path.
@@ -20,7 +21,7 @@ urlpatterns = [
     # Stripe's webhook (billing.views), in dj-stripe's URL namespace.
     path("stripe/", include((billing_urls.webhook_urlpatterns, "djstripe"), namespace="djstripe")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/docs/", ApiDocsView.as_view(url_name="api-schema"), name="api-docs"),
     # The upload page (/) and the job page the emails link to (/j/<id>).
     path("", include("jobs.page_urls")),
 ]

@@ -81,3 +81,42 @@ def test_it_resends_what_was_sent_before_the_brokers_redis_started(queued: Any) 
 
     assert [command.handle_one(), command.handle_one()] == [True, False]
     assert queued.ids("interactive") == [str(before.pk)]
+
+
+def _gone_process() -> str:
+    """The claim a process of this host would have left, once that process has exited."""
+    import subprocess
+
+    from jobs import processes
+
+    child = subprocess.Popen(["sleep", "0.1"])
+    identity = processes._identity(child.pid)
+    child.wait()
+    return identity
+
+
+def test_it_takes_back_at_once_the_attempts_of_a_worker_process_that_is_gone(queued: Any) -> None:
+    from jobs.attempts import tries_left
+    from jobs.processes import process_identity
+
+    lease = timezone.now() + timedelta(minutes=1)  # far from running out
+    orphan = RestoreAttemptFactory.create(
+        status=AttemptStatus.RUNNING, tries=1, lease_expires_at=lease, claimed_by=_gone_process()
+    )
+    alive = RestoreAttemptFactory.create(
+        status=AttemptStatus.RUNNING, tries=1, lease_expires_at=lease, claimed_by=process_identity()
+    )
+    elsewhere = RestoreAttemptFactory.create(
+        status=AttemptStatus.RUNNING, tries=1, lease_expires_at=lease, claimed_by="another-host/1/1"
+    )
+    command = Command()
+
+    assert [command.handle_one(), command.handle_one()] == [True, False]
+
+    orphan.refresh_from_db()
+    assert orphan.status == AttemptStatus.QUEUED
+    assert tries_left(orphan) == tries_left(alive) + 1  # the cut-off run spent no try
+    assert queued.ids("interactive") == [str(orphan.pk)]
+    statuses = dict(RestoreAttempt.objects.values_list("pk", "status"))
+    assert statuses[alive.pk] == statuses[elsewhere.pk] == AttemptStatus.RUNNING
+    assert "taken back 1" in command.summary()

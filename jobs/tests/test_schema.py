@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+from django.contrib.staticfiles import finders
 from rest_framework.test import APIClient
 
 pytestmark = [pytest.mark.django_db]
@@ -42,6 +46,9 @@ def test_it_documents_every_jobs_endpoint_with_its_body_and_errors(schema: dict[
     assert set(detail["get"]["responses"]) == {"200", "401", "404", "503"}
     assert set(detail["delete"]["responses"]) == {"204", "401", "403", "404", "503"}
     assert "auth_unavailable" in detail["get"]["responses"]["503"]["description"]
+    for operation in (upload, detail["get"], detail["delete"], listing):
+        assert "database_unavailable" in operation["responses"]["503"]["description"]
+        assert "Retry-After" in operation["responses"]["503"]["headers"]
     assert _error_ref(detail["get"], "404") == "#/components/schemas/Error"
     parameters = {(p["in"], p["name"]) for p in detail["get"]["parameters"]}
     assert {("header", "X-Job-Token"), ("query", "token"), ("path", "job_id")} <= parameters
@@ -63,7 +70,53 @@ def test_it_serves_the_browsable_docs(api_client: APIClient) -> None:
     response = api_client.get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger-ui" in response.content
-    assert b"/api/schema/" in response.content
+    # The start-up script, a file of its own, points Swagger UI at the schema.
+    assert b"/api/schema/" in api_client.get("/api/docs/", {"script": ""}).content
+
+
+class _References(HTMLParser):
+    """Every URL a page's elements load or link to (src, href)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+        self.inline_scripts = 0
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
+        self._in_script = tag == "script" and not dict(attrs).get("src")
+        if tag == "style":
+            self.inline_scripts += 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.inline_scripts += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_script = False
+
+
+def test_it_serves_the_docs_from_this_origin_alone(api_client: APIClient) -> None:
+    response = api_client.get("/api/docs/")
+    page = _References()
+    page.feed(response.content.decode())
+
+    assert response.status_code == 200
+    assert len(page.urls) >= 4  # the stylesheet, the favicon, the two bundles, the start-up script
+    assert [url for url in page.urls if urlsplit(url).scheme or urlsplit(url).netloc] == []
+    assert page.inline_scripts == 0  # nothing inline for the CSP to refuse
+    for url in page.urls:
+        path = urlsplit(url).path
+        if path.startswith("/static/"):
+            assert finders.find(path.removeprefix("/static/")), f"{path} is not a static file here"
+    script = next(url for url in page.urls if "script" in urlsplit(url).query)
+    start_up = api_client.get(script)
+    assert start_up.status_code == 200
+    assert re.findall(r"https?://", start_up.content.decode()) == []
+    csp = dict(part.strip().split(" ", 1) for part in response["Content-Security-Policy"].split(";"))
+    assert csp["script-src"] == "'self'"
+    assert csp["default-src"] == "'none'"
 
 
 def test_it_documents_the_workflow_parameters_a_client_may_set(api_client: APIClient) -> None:

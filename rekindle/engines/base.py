@@ -77,6 +77,11 @@ class RunRequest:
     params: Mapping[str, Any] = field(default_factory=dict)
     timeout: float = 600.0
     priority: str = ""
+    # Where an earlier claim of the same attempt sent its prompt (node URL, prompt id), when that claim's
+    # worker died: an engine that can asks there first and fetches a result already made instead of
+    # running it again (the ComfyUI pool does); empty otherwise.
+    earlier_node: str = ""
+    earlier_prompt_id: str = ""
 
 
 @dataclass(frozen=True)

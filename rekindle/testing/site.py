@@ -28,7 +28,10 @@ _DROPPED = ("DATABASE_URL", "REDIS_URL", "AWS_STORAGE_BUCKET_NAME", "AWS_S3_ENDP
 
 
 class EmbeddedSite:
-    def __init__(self, folder: Path, **env: str) -> None:
+    def __init__(self, folder: Path, *, wsgi: bool = False, **env: str) -> None:
+        # wsgi: gunicorn's sync worker on rekindle.wsgi (one thread that keeps its database connection
+        # between requests) instead of `manage.py serve`.
+        self.wsgi = wsgi
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -67,7 +70,7 @@ class EmbeddedSite:
         subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=self.env, check=True, timeout=120)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [*manage, "serve", "--port", str(self.port)],
+                self._server_command(manage),
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -86,6 +89,12 @@ class EmbeddedSite:
             time.sleep(0.2)
         self.stop()
         raise RuntimeError(f"the site did not answer within {timeout:g} s:\n{self.log()}")
+
+    def _server_command(self, manage: list[str]) -> list[str]:
+        if not self.wsgi:
+            return [*manage, "serve", "--port", str(self.port)]
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        return [gunicorn, "rekindle.wsgi:application", "--workers", "1", "--bind", f"127.0.0.1:{self.port}"]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -165,3 +165,25 @@ def test_it_makes_concurrent_writers_wait_on_the_embedded_sqlite_database(tmp_pa
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[] 2"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_it_answers_health_checks_over_plain_http_when_https_is_enforced(path: str) -> None:
+    from django.conf import settings
+    from django.http import HttpResponse, HttpResponseBase
+    from django.middleware.security import SecurityMiddleware
+    from django.test import RequestFactory, override_settings
+
+    with override_settings(SECURE_SSL_REDIRECT=True, SECURE_REDIRECT_EXEMPT=settings.SECURE_REDIRECT_EXEMPT):
+        middleware = SecurityMiddleware(lambda request: HttpResponse("ok"))
+        health, near_miss, api = (
+            middleware(RequestFactory().get(url)) for url in (path, f"{path}-not", "/api/v1/jobs")
+        )
+    assert isinstance(health, HttpResponseBase)
+    assert isinstance(near_miss, HttpResponseBase)
+    assert isinstance(api, HttpResponseBase)
+
+    assert health.status_code == 200
+    assert near_miss.status_code == 301
+    assert api.status_code == 301
+    assert api["Location"].startswith("https://")

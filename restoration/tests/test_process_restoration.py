@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import dramatiq
+import psycopg
 import pytest
 from django.core import mail
 from django.utils import timezone
@@ -224,3 +225,37 @@ def test_it_renews_the_lease_and_writes_progress_while_the_engine_runs(settings,
     assert any(0 < progress < 100 for progress, _ in seen)
     leases = [lease for _, lease in seen]
     assert leases[-1] > leases[0] > first_lease
+
+
+def _end_this_threads_database_session() -> None:
+    """What a database restart does to a worker: its session is ended by the server (our own session only)."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    with psycopg.connect(_test_database_url(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def _test_database_url() -> str:
+    from rekindle.testing.pipeline import database_url
+
+    return database_url()
+
+
+@pytest.mark.postgres
+def test_it_keeps_a_result_whose_final_write_met_a_lost_connection(worker: dramatiq.Worker, use_engine) -> None:
+    def finish_as_the_database_restarts(request, on_progress, should_cancel):
+        _end_this_threads_database_session()
+        return jpeg_bytes()
+
+    use_engine(finish_as_the_database_restarts)
+    job = JobFactory.create(stored_original=True)
+
+    attempt = restore_attempt_create(job=job, params=SMALL)
+    drain(worker)
+
+    attempt.refresh_from_db()
+    assert attempt.status == AttemptStatus.SUCCEEDED, attempt.error_message
+    assert attempt.tries == 1
+    assert storage.list_keys(f"restored/{job.id}/") == [attempt.result_key]

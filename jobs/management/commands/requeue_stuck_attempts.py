@@ -18,7 +18,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any, ClassVar
 
-from jobs.attempts import attempt_handle_one_stuck
+from jobs.attempts import attempt_handle_one_stuck, attempt_take_back_orphans
 from jobs.cleanups import file_cleanup_send, file_cleanup_take_one_owed
 from jobs.kinds import attempt_kinds
 from rekindle.broker import broker_started_at
@@ -27,7 +27,8 @@ from rekindle.cron import CronCommand
 
 class Command(CronCommand):
     help = (
-        "Requeue running attempts whose lease ran out (their worker died), or fail them when their tries are "
+        "Take back at once the running attempts of this host's worker processes that are gone; requeue running "
+        "attempts whose lease ran out (their worker died), or fail them when their tries are "
         "spent; resend queued attempts whose message never reached the broker, went out longer than "
         "QUEUED_RESEND_SECONDS ago, was sent before the broker's Redis restarted, or whose retry is "
         "RETRY_OVERDUE_SECONDS late; resend owed file cleanups of deleted jobs. Safe to run twice at once."
@@ -49,9 +50,17 @@ class Command(CronCommand):
         self._round_open = True
 
     def handle_one(self) -> bool:
-        """Deal with one stuck attempt of any kind, or one owed cleanup; False when none is left."""
+        """Deal with one stuck attempt of any kind (this host's dead workers' first), or one owed cleanup.
+
+        False when none is left.
+        """
         if not self._round_open:
             self.round_started()
+        for kind in attempt_kinds():
+            taken = attempt_take_back_orphans(kind.model)
+            if taken:
+                self.actions["taken back"] += len(taken)
+                return True
         for kind in attempt_kinds():
             outcome = attempt_handle_one_stuck(kind.model, resend=not self.broker_down, broker_since=self.broker_since)
             if outcome is not None:
@@ -78,7 +87,8 @@ class Command(CronCommand):
         return True
 
     def summary(self) -> str:
-        line = (
+        taken = f"taken back {self.actions['taken back']}, " if self.actions["taken back"] else ""
+        line = taken + (
             f"requeued {self.actions['requeued']}, resent {self.actions['resent']}, "
             f"failed {self.actions['failed']} attempt(s)"
         )

@@ -47,6 +47,7 @@ from rekindle.engines.comfyui.prompt import (
     PromptRun,
     RunContext,
     default_client_name,
+    resume_earlier_prompt,
     safe_name,
 )
 from rekindle.engines.comfyui.scheduler import (
@@ -55,6 +56,7 @@ from rekindle.engines.comfyui.scheduler import (
     NodeScheduler,
     NoNodeAvailable,
     NoNodeReason,
+    Slot,
 )
 
 __all__ = ["ComfyNodePool", "GraphBuilder", "PoolConfig", "get_pool"]
@@ -123,6 +125,17 @@ class ComfyNodePool:
 
         def overflow(reason: str) -> EngineResult | None:
             return self._overflow(request, reason, on_progress, should_cancel, on_submitted, hooks)
+
+        if request.earlier_node and request.earlier_prompt_id:
+            resumed = self._resume(
+                request,
+                timeout=min(request.timeout, kind_timeout),
+                on_progress=on_progress,
+                should_cancel=should_cancel,
+                hooks=hooks,
+            )
+            if resumed is not None:
+                return resumed
 
         if self.overflow is not None:
             wait, how = self.scheduler.estimate_wait(workflow.name, priority)
@@ -338,6 +351,35 @@ class ComfyNodePool:
                 self.scheduler.release(slot)
             if time.monotonic() >= context.deadline:
                 raise TransientEngineError("timeout", f"The run did not finish within {timeout:.0f}s.")
+
+    def _resume(
+        self,
+        request: RunRequest,
+        *,
+        timeout: float,
+        on_progress: ProgressCallback | None,
+        should_cancel: CancelCheck | None,
+        hooks: RunHooks,
+    ) -> EngineResult | None:
+        """The result of the prompt an earlier try of this run left on one of our nodes, or None to run anew.
+
+        No slot is taken: the prompt is already on the node, in its queue or done.
+        """
+        url = request.earlier_node.rstrip("/")
+        if url not in {u.rstrip("/") for u in self.config.urls}:
+            return None
+        context = RunContext(
+            run_id=request.run_id,
+            deadline=time.monotonic() + timeout,
+            progress=Progress(on_progress),
+            should_cancel=should_cancel,
+            on_submitted=None,
+            client_name=self.client_name,
+            timeout=timeout,
+            hooks=hooks,
+        )
+        slot = Slot(url=url, client=self.scheduler.client(url))
+        return resume_earlier_prompt(slot, self.scheduler, self.config, context, request.earlier_prompt_id)
 
     @staticmethod
     def _sleep(seconds: float, should_cancel: CancelCheck | None) -> None:

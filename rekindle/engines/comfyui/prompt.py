@@ -531,3 +531,48 @@ class PromptRun:
                 raise MoveOn("down", exc.reason, error=exc, stopped=self.stop()) from None
             except RequestRejected as exc:
                 raise _permanent("request_rejected", "refused to serve an output", exc) from None
+
+
+def resume_earlier_prompt(
+    slot: Slot, scheduler: NodeScheduler, config: PoolConfig, context: RunContext, prompt_id: str
+) -> EngineResult | None:
+    """The result of a prompt an earlier try left on ``slot``'s node (its worker died), or None to run anew.
+
+    Asks the node's ``/history/<prompt_id>``: finished there, its outputs are downloaded
+    (the GPU work is not done twice); still queued or running there, it is followed by
+    polling until it ends (or the run's deadline, or a cancel). Anything else (the node
+    forgot it, failed or interrupted it, cannot be reached, or its outputs are gone) means
+    run it again from the start, as if there had been no earlier try.
+    """
+    run = PromptRun(slot, scheduler, config, context)
+    run.prompt_id = prompt_id
+    fetched: list[OutputFile] = []
+    result: EngineResult | None = None
+    try:
+        while True:
+            outcome = run._poll()
+            if outcome is not None:
+                break
+            if context.should_cancel is not None and context.should_cancel():
+                run.stop()
+                raise EngineCanceled("canceled", "The run was canceled while its earlier prompt ran.", run._details())
+            if time.monotonic() >= context.deadline:
+                return None
+            time.sleep(config.poll_seconds)
+        if outcome.status != "success":
+            return None
+        result = run._finish(outcome, fetched)
+        logger.info(
+            "prompt.resumed node=%s prompt=%s run=%s",
+            slot.url,
+            prompt_id,
+            context.run_id,
+            extra={"event": "prompt.resumed", "node": slot.url, "prompt": prompt_id, "run": context.run_id},
+        )
+        return result
+    except (_PromptLost, NodeError, MoveOn, PermanentEngineError, TransientEngineError) as exc:
+        logger.info("prompt.not_resumed node=%s prompt=%s: %s", slot.url, prompt_id, exc)
+        return None
+    finally:
+        run._account(result.execution_seconds if result is not None else None)
+        run._clean(fetched)
