@@ -19,7 +19,8 @@ public code             when
 
 The API's own refusals of a request are in the same words for a person; the ones a
 dependency's outage causes, with ``Retry-After``, are listed in :data:`REQUEST_ERROR_WORDS`
-(``database_unavailable``: the database is restarting or failing over).
+(``database_unavailable``: the database is restarting or failing over; ``storage_unavailable``:
+the photo storage answers 5xx, throttles or times out).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 from jobs.kinds import kind_of
 from jobs.models import Attempt, AttemptStatus
-from rekindle.errors import DatabaseUnavailable
+from rekindle.errors import DatabaseUnavailable, StorageUnavailable
 
 RETRYING = "retrying"
 SERVICE_UNAVAILABLE = "service_unavailable"
@@ -111,6 +112,7 @@ REFUSAL_MESSAGES = {
 # Codes of whole requests refused while something we depend on is down, with what the person reads.
 REQUEST_ERROR_WORDS = {
     DatabaseUnavailable.code: DatabaseUnavailable.message,
+    StorageUnavailable.code: StorageUnavailable.message,
 }
 
 

@@ -333,12 +333,6 @@ def workflow_for_run(name: str, parameters: Any, time_limit_seconds: int) -> tup
     return workflow, validated, float(timeout)
 
 
-def _storage_error_is_transient(exc: ClientError) -> bool:
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    return status >= 500 or status == 429 or code in {"SlowDown", "RequestTimeout", "Throttling", "InternalError"}
-
-
 def classify(exc: BaseException) -> tuple[str, str, str, dict[str, Any]]:
     """``(kind, code, message, details)`` of an error; kind is canceled, transient, permanent or internal."""
     if isinstance(exc, EngineCanceled):
@@ -353,7 +347,7 @@ def classify(exc: BaseException) -> tuple[str, str, str, dict[str, Any]]:
         return "permanent", exc.code, exc.message, exc.details
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
-        if _storage_error_is_transient(exc):
+        if storage.is_transient_error(exc):
             return "transient", "storage_unavailable", f"Storage answered {code or 'an error'}; will retry.", {}
         return "permanent", "storage_error", f"Storage refused the request: {code or exc}", {}
     if isinstance(exc, FileNotFoundError):

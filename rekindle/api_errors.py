@@ -22,10 +22,13 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from rekindle import errors, metrics
+from rekindle import errors, metrics, storage
 from rekindle.db_outage import database_unavailable, database_unavailable_response, is_connection_error
 
 logger = logging.getLogger(__name__)
+
+# What a client is told to wait when the photo storage fails for now (seconds).
+STORAGE_RETRY_AFTER_SECONDS = 10
 
 
 class ApiError(exceptions.APIException):
@@ -124,9 +127,15 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     elif isinstance(exc, SuspiciousOperation):
         exc = ApiError("The request is malformed.", code="bad_request")
     elif isinstance(exc, ClientError | BotoCoreError):
-        # Storage failed under a request; still Django's 500 handling, but counted for the operator.
         code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
         metrics.STORAGE_ERRORS.labels(where="api", error_type=str(code or type(exc).__name__)).inc()
+        if storage.is_transient_error(exc):
+            # S3 failing or slow for now: an outage to wait out. Anything else (access denied, a
+            # missing bucket) is a configuration bug and stays Django's 500.
+            # Logged with its traceback at error level: the operator's alerting (and Sentry) should hear of it.
+            logger.error("storage.unavailable view=%s", type(context.get("view")).__name__, exc_info=exc)
+            set_rollback()
+            return service_error_response(errors.StorageUnavailable(retry_after=STORAGE_RETRY_AFTER_SECONDS))
 
     response = drf_exception_handler(exc, context)
     if response is None:

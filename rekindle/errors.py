@@ -99,3 +99,11 @@ class DatabaseUnavailable(Unavailable):
     code = "database_unavailable"
     # The customer's words (listed with the others in jobs.customer_errors).
     message = "We cannot reach our records right now. Please try again in a few seconds."
+
+
+class StorageUnavailable(Unavailable):
+    """The photo storage (S3) failed or is slow for now (a 5xx, throttling, a connection error or timeout)."""
+
+    code = "storage_unavailable"
+    # The customer's words (listed with the others in jobs.customer_errors).
+    message = "We cannot reach our photo storage right now. Please try again in a few seconds."

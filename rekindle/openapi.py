@@ -29,6 +29,10 @@ _DATABASE_UNAVAILABLE = (
     "retry after the `Retry-After` seconds."
 )
 
+_STORAGE_UNAVAILABLE = (
+    "`storage_unavailable`: the photo storage failed or timed out for a moment; retry after the `Retry-After` seconds."
+)
+
 _RETRY_AFTER = {
     "schema": {"type": "integer", "minimum": 1},
     "description": "Seconds to wait before asking again (sent when the outage's length is known).",
@@ -56,6 +60,7 @@ def add_common_error_responses(result: dict[str, Any], generator: Any, request: 
             _add(responses, "401", _BAD_BEARER)
             _add(responses, "503", _AUTH_UNAVAILABLE)
             _add(responses, "503", _DATABASE_UNAVAILABLE)
+            _add(responses, "503", _STORAGE_UNAVAILABLE)
             responses["503"].setdefault("headers", {}).setdefault("Retry-After", _RETRY_AFTER)
             if method in _UNSAFE_METHODS:
                 _add(responses, "403", _CSRF)

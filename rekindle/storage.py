@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import IO, Any, TypeVar
 
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from django.conf import settings
 from django.core.files.base import ContentFile, File
 from django.core.files.storage import Storage, default_storage
@@ -49,6 +51,22 @@ DELETE_BATCH_SIZE = 1000
 
 JobId = uuid.UUID | str
 _T = TypeVar("_T")
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """Whether a storage error is S3 failing for now (5xx, throttling, a connection error or timeout).
+
+    Such an error is worth retrying; any other ``ClientError`` (access denied, no such key or
+    bucket) is not.
+    """
+    if isinstance(exc, ClientError):
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        return status >= 500 or status == 429 or code in _TRANSIENT_CODES
+    return isinstance(exc, BotoConnectionError | HTTPClientError)
+
+
+_TRANSIENT_CODES = frozenset({"SlowDown", "RequestTimeout", "Throttling", "InternalError", "ServiceUnavailable"})
 
 
 def storage() -> Storage:

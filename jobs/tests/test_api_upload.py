@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ from django.core.files.uploadedfile import TemporaryUploadedFile
 from django.core.files.uploadhandler import TemporaryFileUploadHandler
 from django.core.handlers.wsgi import LimitedStream
 from django.db import DataError
-from django.test import RequestFactory
+from django.test import RequestFactory, override_settings
 from PIL import Image
 from pytest_django.fixtures import Settings
 from rest_framework.test import APIClient
@@ -28,7 +30,7 @@ from rekindle import storage
 from rekindle.images import UploadSizeLimitHandler
 from rekindle.testing import imagedata
 from rekindle.testing.factories import UserFactory
-from rekindle.testing.s3 import S3Bucket
+from rekindle.testing.s3 import S3Bucket, reset_storages
 
 URL = "/api/v1/jobs/upload"
 
@@ -341,3 +343,59 @@ def test_it_removes_the_temporary_file_of_every_refused_upload_at_once(
     assert _open_descriptors() <= descriptors, sorted(set(_descriptor_targets()) - set(before))
     assert post_upload(api_client, photo).status_code == 201
     assert list(spool.iterdir()) == []  # a stored upload's spool file goes too
+
+
+class _SlowDownS3(ThreadingHTTPServer):
+    """Answers every request as S3 does when it sheds load: 503 SlowDown."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _SlowDownHandler)
+
+
+class _SlowDownHandler(BaseHTTPRequestHandler):
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+        self.send_response(503)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_HEAD = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("outage", ["refused", "slow_down"])
+def test_it_answers_503_storage_unavailable_while_s3_is_down_and_writes_nothing(
+    api_client: APIClient, s3_bucket: S3Bucket, outage: str
+) -> None:
+    server = _SlowDownS3()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    if outage == "refused":
+        port = server.server_address[1]
+        server.shutdown()
+        server.server_close()
+    endpoint = f"http://127.0.0.1:{server.server_address[1] if outage == 'slow_down' else port}"
+    try:
+        with override_settings(AWS_S3_ENDPOINT_URL=endpoint):
+            reset_storages()
+            response = post_upload(api_client, imagedata.jpeg(40, 30))
+    finally:
+        reset_storages()
+        if outage == "slow_down":
+            server.shutdown()
+            server.server_close()
+
+    assert response.status_code == 503
+    error = _error(response)
+    assert error["code"] == "storage_unavailable"
+    assert "storage" in error["message"]
+    assert int(response["Retry-After"]) > 0
+    assert not Job.objects.exists()
+    assert s3_bucket.keys() == []

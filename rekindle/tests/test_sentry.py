@@ -3,7 +3,8 @@
 The DSN points at a small HTTP server of the test's on loopback that keeps every envelope
 sentry-sdk's own transport posts to it; the web server and the worker are real processes
 (``manage.py serve``, ``manage.py rundramatiq``) whose storage endpoint refuses connections, so
-the upload view and the cleanup actor fail on an error nobody handles.
+the upload view answers 503 ``storage_unavailable`` (and reports the error) and the cleanup actor
+fails on it.
 """
 
 from __future__ import annotations
@@ -112,7 +113,9 @@ def test_a_views_and_an_actors_exceptions_reach_sentry_with_no_address_token_or_
         headers={"X-Job-Token": token, "X-Job-Access": access, "X-Request-ID": "upload-1"},
         timeout=60,
     )
-    assert failed.status_code == 500
+    assert failed.status_code == 503
+    assert failed.json()["error"]["code"] == "storage_unavailable"
+    assert int(failed.headers["Retry-After"]) > 0
     view_event = wait_for(
         lambda: next((e for e in sentry_collector.events() if e.get("tags", {}).get("request_id") == "upload-1"), None),
         what="the view's event",
