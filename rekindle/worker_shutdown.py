@@ -52,6 +52,20 @@ class GracefulShutdown(dramatiq.Middleware):
 
     after_skip_message = after_process_message
 
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        # A new worker in this process (tests start several, one after another) starts with no stop under way.
+        self._cancel_timers()
+        _stopping.clear()
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        # Every thread of the worker has ended: nothing is left to hand back or to force.
+        self._cancel_timers()
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         grace = float(settings.WORKER_SHUTDOWN_GRACE_SECONDS)
         with self._lock:
