@@ -52,9 +52,23 @@ def _empty_caches() -> Iterator[None]:
 def stub_broker() -> Iterator[Any]:
     """The settings' StubBroker (tests run without REDIS_URL), emptied before and after the test."""
     broker = dramatiq.get_broker()
-    broker.flush_all()
+    _empty(broker)
     yield broker
+    _empty(broker)
+
+
+def _empty(broker: Any) -> None:
+    """Drop every message, and every count of one still owed a ``task_done``.
+
+    A stub worker stopped with messages prefetched puts them back on their queue, but the
+    ``get`` that took them is never matched by a ``task_done``: the queue would count one
+    message too many for good, and every later ``join`` on it would wait forever.
+    """
     broker.flush_all()
+    for queue in list(broker.queues.values()):
+        with queue.all_tasks_done:
+            queue.unfinished_tasks = 0
+            queue.all_tasks_done.notify_all()
 
 
 class QueuedMessages:

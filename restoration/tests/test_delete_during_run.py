@@ -92,7 +92,11 @@ def test_it_removes_its_result_when_the_delete_lands_while_the_result_is_written
 
 
 def test_it_owes_the_cleanup_when_storage_refuses_to_remove_the_late_result(
-    s3_bucket: S3Bucket, cleanup_worker: dramatiq.Worker, monkeypatch: pytest.MonkeyPatch, stub_broker: Any
+    s3_bucket: S3Bucket,
+    cleanup_worker: dramatiq.Worker,
+    monkeypatch: pytest.MonkeyPatch,
+    stub_broker: Any,
+    stub_worker_factory: Callable[..., dramatiq.Worker],
 ) -> None:
     attempt = RestoreAttemptFactory.create(job=JobFactory.create(stored_original=True))
     job_id = attempt.job_id
@@ -118,14 +122,9 @@ def test_it_owes_the_cleanup_when_storage_refuses_to_remove_the_late_result(
     assert len(job_keys(job_id, s3_bucket)) == 1
     assert FileCleanup.objects.filter(job_id=job_id).count() == 1
     monkeypatch.undo()
-    worker = dramatiq.Worker(stub_broker, worker_timeout=50, worker_threads=1)
-    worker.start()
-    try:
-        queues: Any = worker.broker
-        queues.join("default", fail_fast=True)
-        worker.join()
-    finally:
-        worker.stop()
+    worker = stub_worker_factory(worker_timeout=50, worker_threads=1)
+    stub_broker.join("default", fail_fast=True)
+    worker.join()
     assert job_keys(job_id, s3_bucket) == []
     assert not FileCleanup.objects.filter(job_id=job_id).exists()
 
