@@ -258,7 +258,9 @@ class RunContext(Generic[AttemptT]):
         stores nothing and raises :class:`ClaimLost`. A loss after this check is the
         runner's to clean up: it knows what was written (``written``).
         """
-        if self.heartbeat.lost.is_set() or not attempt_still_held(self.attempt):
+        if self.heartbeat.lost.is_set() or not with_db_retry(
+            lambda: attempt_still_held(self.attempt), what="claim check"
+        ):
             self.heartbeat.lost.set()
             raise ClaimLost(f"{kind_of(self.attempt).name} attempt {self.attempt.pk}: claim lost before storing {key}")
         self.written.append(key)

@@ -100,4 +100,10 @@ class RekindleASGIHandler(ASGIHandler):
 
 
 django.setup(set_prefix=False)
-application = RekindleASGIHandler()
+application: Any = RekindleASGIHandler()
+if settings.SENTRY_DSN:
+    # sentry-sdk wraps Django's ASGIHandler.__call__, which this handler replaces: wrap it here instead,
+    # so an event carries its request (URL, headers, query string; scrubbed by rekindle.sentry).
+    from sentry_sdk.integrations.asgi import SentryAsgiMiddleware
+
+    application = SentryAsgiMiddleware(application, unsafe_context_data=True)

@@ -35,6 +35,8 @@ def drain(worker: dramatiq.Worker) -> None:
     broker: Any = worker.broker
     broker.join("interactive", fail_fast=True)
     broker.join("paid", fail_fast=True)
+    # The ready email goes out from its own actor, on the default queue.
+    broker.join("default", fail_fast=True)
     worker.join()
 
 

@@ -94,7 +94,17 @@ class EmbeddedSite:
         if not self.wsgi:
             return [*manage, "serve", "--port", str(self.port)]
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
-        return [gunicorn, "rekindle.wsgi:application", "--workers", "1", "--bind", f"127.0.0.1:{self.port}"]
+        # The sync worker, named: gunicorn.conf.py in the working directory sets uvicorn's.
+        return [
+            gunicorn,
+            "rekindle.wsgi:application",
+            "--worker-class",
+            "sync",
+            "--workers",
+            "1",
+            "--bind",
+            f"127.0.0.1:{self.port}",
+        ]
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -83,7 +83,11 @@ def test_it_logs_one_request_id_and_attempt_id_on_both_sides_of_the_broker_for_r
     access = [line for line in web_lines if line["logger"] == "uvicorn.access" and restore_path in line["event"]]
     assert [(line["request_id"], line["job_id"]) for line in access] == [(request_id, job_id)]
     # The worker side: every line of the run carries the same request id and the attempt's fields.
-    run = [line for line in worker_lines if line.get("attempt_id") == attempt_id]
+    of_attempt = [line for line in worker_lines if line.get("attempt_id") == attempt_id]
+    # The ready email goes out from an actor of its own, under the same request id.
+    emailed = [line for line in of_attempt if line.get("actor") == "send_ready_email"]
+    assert [(line["event"], line["request_id"]) for line in emailed] == [("email.sent", request_id)]
+    run = [line for line in of_attempt if line.get("actor") != "send_ready_email"]
     assert {line["event"] for line in run} >= {"attempt.claimed", "attempt.submitted", "attempt.finished"}
     for line in run:
         assert line["request_id"] == request_id
@@ -113,7 +117,11 @@ def test_it_logs_one_request_id_and_attempt_id_on_both_sides_of_the_broker_for_r
     answer = wait_for(lambda: finished(web, job_id, token, "animation_attempts"), what="the animation")
     assert answer["animation_attempts"][0]["status"] == "succeeded"
     wait_for(lambda: worker.log().count('"attempt.finished"') == 2, what="the animation's last line")
-    run = [line for line in json_lines(worker.log()) if line.get("attempt_id") == animation_id]
+    run = [
+        line
+        for line in json_lines(worker.log())
+        if line.get("attempt_id") == animation_id and line.get("actor") != "send_ready_email"
+    ]
     assert {line["event"] for line in run} >= {"attempt.claimed", "attempt.submitted", "attempt.finished"}
     assert {(line["request_id"], line["kind"], line["job_id"], line["actor"]) for line in run} == {
         ("animate-1", "animate_preview", job_id, "process_animation")

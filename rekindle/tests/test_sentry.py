@@ -2,9 +2,9 @@
 
 The DSN points at a small HTTP server of the test's on loopback that keeps every envelope
 sentry-sdk's own transport posts to it; the web server and the worker are real processes
-(``manage.py serve``, ``manage.py rundramatiq``) whose storage endpoint refuses connections, so
-the upload view answers 503 ``storage_unavailable`` (and reports the error) and the cleanup actor
-fails on it.
+(``manage.py serve``, ``manage.py rundramatiq``): the web's storage endpoint refuses every request
+(403 AccessDenied, a misconfigured bucket: a bug, not an outage) and the worker's refuses connections,
+so the upload view and the cleanup actor fail on an error nobody handles.
 """
 
 from __future__ import annotations
@@ -77,6 +77,45 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
+class _DeniedStorage(ThreadingHTTPServer):
+    """Answers every request as S3 does for credentials without the right: 403 AccessDenied."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", free_port()), _DeniedHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _DeniedHandler(BaseHTTPRequestHandler):
+    def _deny(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_PUT = do_POST = do_HEAD = _deny
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def denied_storage() -> Iterator[_DeniedStorage]:
+    server = _DeniedStorage()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 def sentry_collector() -> Iterator[Collector]:
     server = Collector()
@@ -95,12 +134,13 @@ def test_a_views_and_an_actors_exceptions_reach_sentry_with_no_address_token_or_
     pipeline_worker: Callable[..., WorkerProcess],
     pipeline_web: Callable[..., WebProcess],
     sentry_collector: Collector,
+    denied_storage: _DeniedStorage,
     jpeg_upload: Any,
 ) -> None:
     dead_storage = f"http://127.0.0.1:{free_port()}"
-    env = {"SENTRY_DSN": sentry_collector.dsn, "SENTRY_ENVIRONMENT": "test", "AWS_S3_ENDPOINT_URL": dead_storage}
-    pipeline_worker(**env)
-    web = pipeline_web(**env)
+    env = {"SENTRY_DSN": sentry_collector.dsn, "SENTRY_ENVIRONMENT": "test"}
+    pipeline_worker(**env, AWS_S3_ENDPOINT_URL=dead_storage)
+    web = pipeline_web(**env, AWS_S3_ENDPOINT_URL=denied_storage.url)
     other = JobFactory.create()
     access = job_link_access(other.id)
     token = other.token  # type: ignore[attr-defined]
@@ -113,16 +153,14 @@ def test_a_views_and_an_actors_exceptions_reach_sentry_with_no_address_token_or_
         headers={"X-Job-Token": token, "X-Job-Access": access, "X-Request-ID": "upload-1"},
         timeout=60,
     )
-    assert failed.status_code == 503
-    assert failed.json()["error"]["code"] == "storage_unavailable"
-    assert int(failed.headers["Retry-After"]) > 0
+    assert failed.status_code == 500
     view_event = wait_for(
         lambda: next((e for e in sentry_collector.events() if e.get("tags", {}).get("request_id") == "upload-1"), None),
         what="the view's event",
     )
     assert view_event["environment"] == "test"
     assert view_event["request"]["url"].endswith("/api/v1/jobs/upload")
-    assert view_event["exception"]["values"][-1]["type"] == "EndpointConnectionError"
+    assert view_event["exception"]["values"][-1]["type"] == "AccessDenied"
 
     # Deleting the job through the API queues the removal of its files, which fails in the worker.
     deleted = requests.delete(

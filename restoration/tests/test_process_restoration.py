@@ -44,6 +44,8 @@ def worker(stub_worker_factory: Callable[..., dramatiq.Worker]) -> dramatiq.Work
 def drain(worker: dramatiq.Worker) -> None:
     broker: Any = worker.broker
     broker.join("interactive", fail_fast=True)
+    # The ready email goes out from its own actor, on the default queue.
+    broker.join("default", fail_fast=True)
     worker.join()
 
 
