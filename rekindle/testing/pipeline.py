@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import dramatiq
 import pytest
@@ -205,30 +205,31 @@ class WorkerProcess:
         return messages
 
 
-class WebProcess:
-    """One ``manage.py serve`` process (uvicorn) on a free port, its output kept in a file like a worker's."""
+class _ServerProcess:
+    """A web server process of the test's, as a process group on a free loopback port, its output in a file."""
+
+    # Where the server answers once it is up.
+    ready_path = "/healthz"
 
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **env,
-            "ALLOWED_HOSTS": "127.0.0.1,localhost",
-            "SITE_URL": self.url,
-            # Plain HTTP on loopback: no redirect to HTTPS.
-            "SECURE_SSL_REDIRECT": "false",
-            "PYTHONUNBUFFERED": "1",
-            **{f"THROTTLE_{scope}_RATE": "off" for scope in ("UPLOAD", "RESTORE", "ANIMATE", "LINK")},
-            **{f"THROTTLE_{scope}_IP_RATE": "off" for scope in ("UPLOAD", "RESTORE", "ANIMATE", "LINK")},
-        }
+        self.env = env
         self.log_path = Path(tempfile.mkstemp(prefix="rekindle-web-", suffix=".log")[1])
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WebProcess:
-        command = [sys.executable, "manage.py", "serve", "--port", str(self.port)]
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> Self:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(),
+                cwd=REPO_ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         wait_for(self._ready, timeout=WORKER_START_TIMEOUT, interval=0.2, what=f"the web server (log: {self.log_path})")
         return self
@@ -239,7 +240,7 @@ class WebProcess:
         if self.process is not None and self.process.poll() is not None:
             pytest.fail(f"the web server exited at start:\n{self.log()}")
         try:
-            return requests.get(f"{self.url}/api/schema/", timeout=2).status_code == 200
+            return requests.get(self.url + self.ready_path, timeout=2).status_code == 200
         except requests.RequestException:
             return False
 
@@ -254,24 +255,40 @@ class WebProcess:
             self.process.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=10)
 
 
-class WebServer:
+class WebProcess(_ServerProcess):
+    """One ``manage.py serve`` process (uvicorn) on a free port, its output kept in a file like a worker's."""
+
+    ready_path = "/api/schema/"
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env)
+        self.env = {
+            **env,
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "SITE_URL": self.url,
+            # Plain HTTP on loopback: no redirect to HTTPS.
+            "SECURE_SSL_REDIRECT": "false",
+            "PYTHONUNBUFFERED": "1",
+            **{f"THROTTLE_{scope}_RATE": "off" for scope in ("UPLOAD", "RESTORE", "ANIMATE", "LINK")},
+            **{f"THROTTLE_{scope}_IP_RATE": "off" for scope in ("UPLOAD", "RESTORE", "ANIMATE", "LINK")},
+        }
+
+    def command(self) -> list[str]:
+        return [sys.executable, "manage.py", "serve", "--port", str(self.port)]
+
+
+class WebServer(_ServerProcess):
     """``gunicorn rekindle.asgi:application -c gunicorn.conf.py`` on a free loopback port, as a process group."""
 
     def __init__(self, env: dict[str, str], *, workers: int = 2) -> None:
-        self.env = env
+        super().__init__(env)
         self.workers = workers
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = Path(tempfile.mkstemp(prefix="rekindle-web-", suffix=".log")[1])
-        self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WebServer:
-        import requests
-
-        command = [
+    def command(self) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "gunicorn",
@@ -283,34 +300,6 @@ class WebServer:
             "--workers",
             str(self.workers),
         ]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                command, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-        def answers() -> bool:
-            if self.process is not None and self.process.poll() is not None:
-                pytest.fail(f"the web server exited at start:\n{self.log()}")
-            try:
-                return requests.get(self.url + "/healthz", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_for(answers, timeout=WORKER_START_TIMEOUT, interval=0.2, what=f"the web server (log: {self.log_path})")
-        return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
 
 
 def database_url() -> str:
