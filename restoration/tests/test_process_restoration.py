@@ -261,3 +261,42 @@ def test_it_keeps_a_result_whose_final_write_met_a_lost_connection(worker: drama
     assert attempt.status == AttemptStatus.SUCCEEDED, attempt.error_message
     assert attempt.tries == 1
     assert storage.list_keys(f"restored/{job.id}/") == [attempt.result_key]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_keeps_the_nodes_result_through_a_few_seconds_of_s3_failing(
+    worker: dramatiq.Worker, use_engine: Any, s3_bucket: Any, settings: Any
+) -> None:
+    """S3 answers 500/503 to everything for a moment: the output is written once it is back, never computed again."""
+    from rekindle.testing.chaos_stack import FaultyS3Proxy, S3Faults
+    from rekindle.testing.s3 import reset_storages
+
+    job = JobFactory.create(stored_original=True)
+    upstream = int(s3_bucket.server.endpoint_url.rsplit(":", 1)[1])
+    faults = S3Faults()
+    proxy = FaultyS3Proxy(upstream, faults)
+    runs: list[str] = []
+
+    def finish_as_s3_fails(request: Any, on_progress: Any, should_cancel: Any) -> bytes:
+        runs.append(request.run_id)
+        faults.error_rate = 1.0
+        threading.Timer(2.0, lambda: setattr(faults, "error_rate", 0.0)).start()
+        return jpeg_bytes()
+
+    use_engine(finish_as_s3_fails)
+    settings.AWS_S3_ENDPOINT_URL = proxy.url
+    reset_storages()
+    try:
+        attempt = restore_attempt_create(job=job, params=SMALL)
+        drain(worker)
+    finally:
+        proxy.close()
+        settings.AWS_S3_ENDPOINT_URL = s3_bucket.server.endpoint_url
+        reset_storages()
+
+    attempt.refresh_from_db()
+    assert attempt.status == AttemptStatus.SUCCEEDED, attempt.error_message
+    assert len(runs) == 1  # the engine ran once
+    assert attempt.tries == 1
+    assert faults.errors > 0  # S3 did refuse writes meanwhile
+    assert s3_bucket.keys(f"restored/{job.id}/") == [attempt.result_key]
