@@ -146,11 +146,6 @@ def _drop_connection() -> None:
         connection.close()
 
 
-# The waits between tries of an output's write while S3 fails for now (seconds).
-STORAGE_WRITE_FIRST_WAIT = 0.5
-STORAGE_WRITE_MAX_WAIT = 4.0
-
-
 class AttemptRetry(Exception):
     """The attempt went back to the queue after a transient error; the actor has the broker redeliver it.
 
@@ -269,28 +264,7 @@ class RunContext(Generic[AttemptT]):
             self.heartbeat.lost.set()
             raise ClaimLost(f"{kind_of(self.attempt).name} attempt {self.attempt.pk}: claim lost before storing {key}")
         self.written.append(key)
-        self._put(key, content, content_type=content_type)
-
-    def _put(self, key: str, content: bytes, *, content_type: str) -> None:
-        """``storage.put``, tried again for ``STORAGE_WRITE_RETRY_SECONDS`` while S3 fails for now.
-
-        The node's work is done and its output is in memory: a few seconds of S3 trouble must not
-        send the run back to the queue to compute it again. The lease stays renewed meanwhile
-        (the heartbeat runs); a claim lost during the wait stops the tries.
-        """
-        deadline = time.monotonic() + float(settings.STORAGE_WRITE_RETRY_SECONDS)
-        wait = STORAGE_WRITE_FIRST_WAIT
-        while True:
-            try:
-                storage.put(key, content, content_type=content_type)
-                return
-            except (ClientError, BotoCoreError) as exc:
-                late = time.monotonic() + wait > deadline
-                if not storage.is_transient_error(exc) or late or self.heartbeat.lost.is_set():
-                    raise
-                logger.warning("attempt.store_retry key=%s error=%s wait=%.1f", key, type(exc).__name__, wait)
-                time.sleep(wait)
-                wait = min(wait * 2, STORAGE_WRITE_MAX_WAIT)
+        storage.put(key, content, content_type=content_type)
 
     @property
     def run_id(self) -> str:
