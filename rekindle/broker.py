@@ -175,12 +175,22 @@ class WakingConsumer(dramatiq.Consumer):
         self.inner.close()
 
 
+# Redis reports its uptime in whole seconds.
+_UPTIME_RESOLUTION = timedelta(seconds=1)
+
+
 def broker_started_at(broker: dramatiq.Broker | None = None) -> datetime | None:
     """When the broker's Redis server last started (now minus its uptime); None without Redis or when unreachable.
 
     A Redis that restarted may have lost every message it held (no persistence, or a
     kill -9 since the last save), so a queued attempt sent before this moment may have no
     message any more: ``requeue_stuck_attempts`` sends those again.
+
+    Redis counts its uptime in whole seconds from a start time it also truncates, so the
+    uptime can read up to a second long: the moment given is a second later than the
+    uptime says (but never after now), so never earlier than the real start. Erring late
+    only sends a message twice, which the claim makes harmless; erring early would leave
+    a lost one unsent.
     """
     broker = broker if broker is not None else dramatiq.get_broker()
     client = getattr(broker, "client", None)
@@ -190,7 +200,8 @@ def broker_started_at(broker: dramatiq.Broker | None = None) -> datetime | None:
         uptime = int(client.info("server")["uptime_in_seconds"])
     except (redis.RedisError, KeyError, TypeError, ValueError):
         return None
-    return timezone.now() - timedelta(seconds=uptime)
+    now = timezone.now()
+    return min(now, now - timedelta(seconds=uptime) + _UPTIME_RESOLUTION)
 
 
 # A message whose actor met a lost database connection comes back after this long (ms), doubling per wait.

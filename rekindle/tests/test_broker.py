@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import dramatiq
 import pytest
+from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import dq_name
 from dramatiq.errors import ConnectionClosed
 
-from rekindle.broker import WakeupNotices, WakingRedisBroker, idle_wait_ms, wakeup_channel
+from rekindle.broker import WakeupNotices, WakingRedisBroker, broker_started_at, idle_wait_ms, wakeup_channel
 from rekindle.testing.pipeline import RedisServer, wait_for
 from rekindle.testing.services import REDIS_URL
 
@@ -166,5 +168,27 @@ def test_it_reports_a_lost_redis_as_a_broker_connection_error() -> None:
             next(consumer)
     finally:
         consumer.close()
+        broker.close()
+        server.stop()
+
+
+def _sleep_until_second_fraction(fraction: float) -> None:
+    now = time.time()
+    time.sleep((fraction - now % 1) % 1)
+
+
+def test_the_broker_start_it_gives_is_never_before_redis_really_started() -> None:
+    # Redis counts its uptime in whole seconds from a truncated start: start it late in one
+    # second and ask early in the next, where the uptime reads a whole second already.
+    _sleep_until_second_fraction(0.8)
+    before_start = timezone.now()
+    server = RedisServer().start()
+    broker = _broker(WakingRedisBroker, server.url, "rekindle-test-uptime")
+    try:
+        _sleep_until_second_fraction(0.1)
+        started_at = broker_started_at(broker)
+        assert started_at is not None
+        assert started_at >= before_start
+    finally:
         broker.close()
         server.stop()
