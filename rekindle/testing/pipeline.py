@@ -46,6 +46,7 @@ from django.db import connection
 from dramatiq.brokers.redis import RedisBroker
 
 from rekindle.broker import WakingRedisBroker
+from rekindle.testing.ci import skip_unless_ci
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 WORKER_START_TIMEOUT = 60.0
@@ -109,7 +110,7 @@ class RedisServer:
     def start(self) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
-            pytest.skip("redis-server is not installed")
+            skip_unless_ci("redis-server is not installed")
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=subprocess.DEVNULL,

@@ -20,13 +20,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from rekindle.testing.ci import skip_unless_ci
 from rekindle.testing.pipeline import free_port, wait_for
 
 
 def _binary(name: str) -> str:
     found = shutil.which(name) or shutil.which(name, path="/usr/local/bin")
     if found is None:
-        pytest.skip(f"{name} is not installed")
+        skip_unless_ci(f"{name} is not installed")
     return found
 
 

@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from rekindle.testing.ci import ON_CI
+
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/rekindle")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -34,7 +36,7 @@ def _host_port(url: str, default_port: int) -> tuple[str, int]:
 
 POSTGRES_AVAILABLE = _reachable(*_host_port(POSTGRES_URL, 5432))
 REDIS_AVAILABLE = _reachable(*_host_port(REDIS_URL, 6379))
-ON_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
 
 _missing = [
     name

@@ -26,6 +26,7 @@ from botocore.config import Config
 from django.test import Client
 from pytest_django.fixtures import Settings
 
+from rekindle.testing.ci import skip_unless_ci
 from rekindle.testing.comfyui_fixtures import StandinNode
 from rekindle.testing.pipeline import REPO_ROOT, RedisServer, WebServer, free_port, wait_for
 
@@ -65,7 +66,7 @@ class OwnPostgres:
     def __init__(self) -> None:
         for binary in ("initdb", "pg_ctl"):
             if shutil.which(binary) is None:
-                pytest.skip(f"{binary} is not installed")
+                skip_unless_ci(f"{binary} is not installed")
         self.port = free_port()
         self.folder = Path(tempfile.mkdtemp(prefix="rekindle-readyz-pg-"))
         self.data = self.folder / "data"
