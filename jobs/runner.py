@@ -26,6 +26,11 @@ Every line logged while an attempt runs carries its fields (``job_id``, ``attemp
 with ``structlog.contextvars`` once the claim is won and unbound when the run ends; the heartbeat
 thread runs in a copy of that context.
 
+An engine that keeps a run's outputs where it ran (the ComfyUI pool, on the node) is told to
+free them only once the attempt has ended (``RunContext.release_engine_results``): a try that
+goes back to the queue after the node finished (S3 refused the write, the worker stopped, or
+it died) leaves them there, and the next try fetches them instead of running the prompt again.
+
 Outputs are written through :meth:`RunContext.store`, which writes only while the claim
 still holds, and a run that ends without recording its success removes what it wrote when
 no row will hold it (its job was deleted meanwhile, or it ended canceled under this claim):
@@ -83,7 +88,7 @@ from jobs.attempts import (
 )
 from jobs.cleanups import file_cleanup_owe
 from jobs.kinds import AttemptKind, kind_of
-from jobs.models import Attempt
+from jobs.models import IN_FLIGHT_STATUSES, Attempt
 from rekindle import metrics, storage
 from rekindle.bounded import give_back_freed_memory
 from rekindle.db_outage import is_connection_error
@@ -250,6 +255,8 @@ class RunContext(Generic[AttemptT]):
     heartbeat: Heartbeat
     # Keys this run wrote, so it can remove them again if nobody will ever record them.
     written: list[str] = field(default_factory=list)
+    # What the engine keeps of each result it gave (``EngineResult.release``), freed once the attempt ends.
+    releases: list[Callable[[], None]] = field(default_factory=list)
 
     def store(self, key: str, content: bytes, *, content_type: str) -> None:
         """Write one output under ``key``, only while this claim still holds the attempt.
@@ -305,7 +312,7 @@ class RunContext(Generic[AttemptT]):
         def waiting(what: str) -> None:
             attempt_record_waiting(self.attempt, waiting_for=what)
 
-        return engine.run(
+        result = engine.run(
             request,
             on_progress=self.heartbeat.report,
             should_cancel=self.heartbeat.should_cancel,
@@ -316,6 +323,31 @@ class RunContext(Generic[AttemptT]):
                 usage=lambda node, seconds: attempt_add_node_seconds(self.attempt, node=node, seconds=seconds),
             ),
         )
+        if result.release is not None:
+            self.releases.append(result.release)
+        return result
+
+    def release_engine_results(self) -> None:
+        """Let the engine free what it keeps of this run's results, unless a later try may fetch them.
+
+        A try that ends with the attempt back in the queue (a storage error after the node
+        finished, the worker stopping) or held by another claim keeps them: the next try
+        fetches the result from the node instead of computing it again (``earlier_node``).
+        """
+        if not self.releases:
+            return
+        try:
+            status = rows(type(self.attempt)).filter(pk=self.attempt.pk).values_list("status", flat=True).first()
+        except DatabaseError:
+            return
+        if status in IN_FLIGHT_STATUSES:
+            return
+        for release in self.releases:
+            try:
+                release()
+            except Exception:
+                logger.warning("attempt.engine_release_failed attempt_id=%s", self.attempt.pk, exc_info=True)
+        self.releases.clear()
 
 
 def workflow_for_run(name: str, parameters: Any, time_limit_seconds: int) -> tuple[Workflow, dict[str, Any], float]:
@@ -403,9 +435,16 @@ def attempt_process(model: type[AttemptT], attempt_id: str) -> str:
 
 
 def _run_claimed(kind: AttemptKind, attempt: AttemptT, attempt_id: str) -> str:
-    heartbeat = Heartbeat(attempt)
+    run = RunContext(attempt=attempt, heartbeat=Heartbeat(attempt))
+    try:
+        return _run_and_record(kind, run, attempt_id)
+    finally:
+        run.release_engine_results()
+
+
+def _run_and_record(kind: AttemptKind, run: RunContext[AttemptT], attempt_id: str) -> str:
+    attempt, heartbeat = run.attempt, run.heartbeat
     heartbeat.start()
-    run = RunContext(attempt=attempt, heartbeat=heartbeat)
     try:
         output = kind.work(run)
     except DatabaseError:

@@ -100,6 +100,10 @@ class EngineResult:
     prompt_id: str
     # Seconds the node spent executing, where the engine can tell (for GPU-seconds accounting).
     execution_seconds: float | None = None
+    # Frees what the engine still keeps of this run (the ComfyUI pool: its outputs on the node), for
+    # the caller to call once nothing will ask for them again; until then a later try of the same
+    # attempt fetches them instead of computing the run again. None when the engine keeps nothing.
+    release: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
     def first(self, kind: OutputKind) -> EngineOutput:
         for output in self.outputs:

@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -150,20 +151,30 @@ class RedisProcess:
 
 @dataclass
 class S3Faults:
-    """What the proxy does now: answer ``error_rate`` of requests with 500/503, delay each by ``delay``."""
+    """What the proxy does now: answer ``error_rate`` of requests with 500/503, delay each by ``delay``.
+
+    ``refuse_puts_under`` and ``refusals_left`` aim the errors instead: the next
+    ``refusals_left`` writes (PUT) under that key prefix are answered 500, nothing else.
+    """
 
     error_rate: float = 0.0
     delay: float = 0.0
+    refuse_puts_under: str = ""
+    refusals_left: int = 0
     errors: int = 0
     delayed: int = 0
     rng: random.Random = field(default_factory=lambda: random.Random(0))  # noqa: S311  (a seeded schedule, not a secret)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def draw(self) -> tuple[int, float]:
-        """The status to answer instead (0: forward) and the delay, for one request."""
+    def draw(self, method: str = "GET", key: str = "") -> tuple[int, float]:
+        """The status to answer instead (0: forward) and the delay, for one request for ``key``."""
         with self.lock:
             status = 0
-            if self.error_rate and self.rng.random() < self.error_rate:
+            if self.refusals_left and method == "PUT" and key.startswith(self.refuse_puts_under):
+                status = 500
+                self.refusals_left -= 1
+                self.errors += 1
+            elif self.error_rate and self.rng.random() < self.error_rate:
                 status = self.rng.choice((500, 503))
                 self.errors += 1
             if self.delay:
@@ -195,7 +206,9 @@ class FaultyS3Proxy:
             def _relay(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, delay = proxy.faults.draw()
+                # Path-style addressing: /<bucket>/<key>?<query>.
+                key = urllib.parse.unquote(self.path.split("?", 1)[0]).lstrip("/").partition("/")[2]
+                status, delay = proxy.faults.draw(self.command, key)
                 if delay:
                     time.sleep(delay)
                 if status:

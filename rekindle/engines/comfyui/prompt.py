@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from websockets.exceptions import ConnectionClosed
@@ -157,15 +157,16 @@ class PromptRun:
 
     # --- the whole try ---------------------------------------------------------------
     def run(self, build_graph: GraphBuilder, images: Sequence[InputImage]) -> EngineResult:
+        """The run's result; its outputs stay on the node until ``release`` (a failed try removes them at once)."""
         outputs: list[OutputFile] = []
-        execution_seconds: float | None = None
+        result: EngineResult | None = None
         try:
             result = self._run(build_graph, images, outputs)
-            execution_seconds = result.execution_seconds
-            return result
         finally:
-            self._account(execution_seconds)
-            self._clean(outputs)
+            self._account(result.execution_seconds if result is not None else None)
+            self._clean([] if result is not None else outputs)
+        assert result is not None
+        return replace(result, release=lambda: self._clean(outputs, inputs=False))
 
     def _account(self, execution_seconds: float | None) -> None:
         """Report the GPU time of this try, whatever its end (the caller counts every try)."""
@@ -175,11 +176,13 @@ class PromptRun:
             metrics.NODE_GPU_SECONDS.labels(node=self.url).inc(execution_seconds)
             self.context.hooks.used(self.url, execution_seconds)
 
-    def _clean(self, outputs: Sequence[OutputFile]) -> None:
-        """Remove our inputs and the outputs we fetched from the node, so its disk does not fill over weeks."""
-        if not self.config.clean_node_files or not (self._uploaded or outputs):
+    def _clean(self, outputs: Sequence[OutputFile], *, inputs: bool = True) -> None:
+        """Remove our inputs (unless told not to) and the given outputs from the node, so its disk does not
+        fill over weeks."""
+        uploaded = self._uploaded if inputs else []
+        if not self.config.clean_node_files or not (uploaded or outputs):
             return
-        files = [{"type": "input", "subfolder": "", "filename": name} for name in self._uploaded]
+        files = [{"type": "input", "subfolder": "", "filename": name} for name in uploaded]
         files += [{"type": f.type, "subfolder": f.subfolder, "filename": f.filename} for f in outputs]
         self.client.delete_files(files, timeout=self.config.probe_timeout)
 
@@ -569,10 +572,11 @@ def resume_earlier_prompt(
             context.run_id,
             extra={"event": "prompt.resumed", "node": slot.url, "prompt": prompt_id, "run": context.run_id},
         )
-        return result
+        return replace(result, release=lambda: run._clean(fetched))
     except (_PromptLost, NodeError, MoveOn, PermanentEngineError, TransientEngineError) as exc:
         logger.info("prompt.not_resumed node=%s prompt=%s: %s", slot.url, prompt_id, exc)
         return None
     finally:
         run._account(result.execution_seconds if result is not None else None)
-        run._clean(fetched)
+        if result is None:
+            run._clean(fetched)

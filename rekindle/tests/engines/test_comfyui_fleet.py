@@ -347,12 +347,16 @@ def test_it_chooses_by_the_nodes_live_queue_not_by_what_our_runs_last_saw(comfy_
         foreign.stop_prompt(f"foreign-{index}")
 
 
-def test_it_removes_our_inputs_and_outputs_from_the_node_after_a_run(comfy_pool: Any) -> None:
+def test_it_removes_our_inputs_after_a_run_and_its_outputs_once_the_result_is_released(comfy_pool: Any) -> None:
     pool, (node,) = comfy_pool(1)
     client = ComfyNodeClient(node.url)
 
-    run(pool)
+    result = run(pool)
 
+    # Kept until the caller has stored them: a later try of the attempt could fetch them again.
+    assert client.disk()["files"] == {"input": 0, "output": 1}  # type: ignore[index]
+    assert result.release is not None
+    result.release()
     disk = client.disk()
     assert disk is not None
     assert disk["files"] == {"input": 0, "output": 0}
