@@ -27,9 +27,10 @@ What lives in Redis, under ``{FLEET_NAMESPACE}:fleet:``:
 
 Redis down: every call falls back to the ``LocalNodeScheduler`` this one keeps in step
 (it is told everything the fleet is told), logged as ``fleet.redis_lost`` and counted in
-the metrics; a run in progress keeps its slot and finishes. Every couple of seconds a
-ping tries Redis again; when it answers, the slots this process holds (taken from Redis
-or locally meanwhile) are written back, so the fleet's count is true again at once.
+the metrics; a run in progress keeps its slot (the local state counts it from then on)
+and finishes. Every couple of seconds a ping tries Redis again; when it answers, the slots
+this process holds (taken from Redis or locally meanwhile) are written back, so the fleet's
+count is true again at once.
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ return #KEYS
 @dataclass
 class _Held:
     slot: Slot
+    # Counted in the local scheduler (taken there while Redis was away, or held when it went away).
     local: bool
 
 
@@ -160,7 +162,7 @@ class RedisNodeScheduler:
         self._acquire_script = self.redis.register_script(_ACQUIRE)
         self._renew_script = self.redis.register_script(_RENEW)
         self._held: dict[str, _Held] = {}
-        self._held_lock = threading.Lock()
+        self._held_lock = threading.RLock()
         self._cond = threading.Condition()
         self._fallback_since: float | None = None
         self._next_redis_try = 0.0
@@ -215,6 +217,12 @@ class RedisNodeScheduler:
                 return
             self._fallback_since = time.monotonic()
             self._next_redis_try = self._fallback_since + _REDIS_RETRY_SECONDS
+        with self._held_lock:
+            # The slots this process took from Redis still run: the local state counts them from now on.
+            for held in self._held.values():
+                if not held.local:
+                    self.local.hold(held.slot.url)
+                    held.local = True
         metrics.FLEET_REDIS_LOST.inc()
         metrics.FLEET_BACKEND.labels(backend="redis").set(0)
         metrics.FLEET_BACKEND.labels(backend="local").set(1)
@@ -663,7 +671,11 @@ class RedisNodeScheduler:
             url = open_nodes[index - 1]
             slot = Slot(url, self.client(url), token)
             self._held[token] = _Held(slot, local=False)
-        self.redis.hset(self._node_key(url), "last_workflow", workflow)
+        try:
+            self.redis.hset(self._node_key(url), "last_workflow", workflow)
+        except redis.RedisError as exc:
+            # The slot is ours all the same: losing Redis now must not leave it held and taken again locally.
+            self._lose_redis(exc)
         self._forget_snapshot()
         return slot
 

@@ -300,31 +300,32 @@ class ComfyNodePool:
                 raise self._no_node_error(workflow_name, exc.reason, excluded) from None
             finally:
                 metrics.WAITING_RUNS.labels(priority=priority).dec()
-            got = time.monotonic()
-            if outage_since is not None:
-                # The outage's wait is not the run's: it keeps the time it had left.
-                context = replace(context, deadline=context.deadline + (got - outage_since))
-                logger.warning(
-                    "fleet.outage_over: run %s found a node after %.1fs",
-                    run_id,
-                    got - outage_since,
-                    extra={"event": "fleet.outage_over", "run": run_id},
-                )
-                metrics.FLEET_OUTAGE.set(0)
-                metrics.OUTAGE_WAITS.labels(outcome="recovered").inc()
-                outage_since = None
-            if waiting_shown:
-                waiting_shown = False
-                hooks.wait("")
-            metrics.WAITING_FOR_NODE_SECONDS.labels(priority=priority).observe(got - asked)
-            if not resubmits:
-                hooks.route(
-                    "comfyui",
-                    "own pool: a node slot was free"
-                    if got - asked < _WAITING_SHOWN_AFTER_SECONDS
-                    else f"own pool: waited {got - asked:.0f}s for a node slot",
-                )
+            # From here the slot is ours: whatever fails (the attempt's row, a node), it goes back.
             try:
+                got = time.monotonic()
+                if outage_since is not None:
+                    # The outage's wait is not the run's: it keeps the time it had left.
+                    context = replace(context, deadline=context.deadline + (got - outage_since))
+                    logger.warning(
+                        "fleet.outage_over: run %s found a node after %.1fs",
+                        run_id,
+                        got - outage_since,
+                        extra={"event": "fleet.outage_over", "run": run_id},
+                    )
+                    metrics.FLEET_OUTAGE.set(0)
+                    metrics.OUTAGE_WAITS.labels(outcome="recovered").inc()
+                    outage_since = None
+                if waiting_shown:
+                    waiting_shown = False
+                    hooks.wait("")
+                metrics.WAITING_FOR_NODE_SECONDS.labels(priority=priority).observe(got - asked)
+                if not resubmits:
+                    hooks.route(
+                        "comfyui",
+                        "own pool: a node slot was free"
+                        if got - asked < _WAITING_SHOWN_AFTER_SECONDS
+                        else f"own pool: waited {got - asked:.0f}s for a node slot",
+                    )
                 try:
                     problems = self.scheduler.preflight(slot.url, workflow_name, build_graph(placeholders))
                 except NodeBusy as exc:

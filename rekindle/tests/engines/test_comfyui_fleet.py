@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import redis
+from django.db import OperationalError
 
 from rekindle.engines.base import EngineResult, RunHooks, RunRequest
 from rekindle.engines.comfyui.client import ComfyNodeClient
@@ -23,6 +24,7 @@ from rekindle.engines.comfyui.config import OverflowConfig
 from rekindle.engines.comfyui.fleet import RedisNodeScheduler
 from rekindle.engines.comfyui.overflow import OverflowBudget
 from rekindle.engines.comfyui.pool import ComfyNodePool, Overflow
+from rekindle.engines.comfyui.scheduler import NoNodeAvailable
 from rekindle.engines.runpod import RunPodEngine
 from rekindle.testing.comfyui_fixtures import (
     REPO_ROOT,
@@ -279,6 +281,59 @@ def test_it_finishes_a_run_when_redis_is_lost_and_writes_its_slots_back_when_it_
         assert run(pool).node in (first.url, second.url)
     finally:
         own_redis.stop()
+
+
+def test_a_slot_taken_as_redis_goes_away_is_given_back_and_not_held_for_ever(
+    comfy_standins: Standins, fleet: Callable[..., ComfyNodePool]
+) -> None:
+    own_redis = RedisServer().start()
+    try:
+        (node,) = comfy_standins(1)
+        pool = fleet([node], redis_url=own_redis.url, slot_lease_seconds=2.0)
+        scheduler = scheduler_of(pool)
+        # Redis stops right after the script took the slot, before the node's loaded workflow is written.
+        write_workflow = scheduler.redis.hset
+
+        def redis_stops_first(*args: Any, **kwargs: Any) -> Any:
+            own_redis.stop()
+            return write_workflow(*args, **kwargs)
+
+        scheduler.redis.hset = redis_stops_first  # type: ignore[method-assign]
+        slot = scheduler.acquire("restore_flux")
+        scheduler.redis.hset = write_workflow  # type: ignore[method-assign]
+        assert scheduler.backend.startswith("local")
+        assert scheduler.held_slots() == {node.url: 1}
+        # Without Redis the node's one slot is still taken: a second run waits for it.
+        with pytest.raises(NoNodeAvailable):
+            scheduler.acquire("restore_flux", deadline=time.monotonic() + 0.5)
+        scheduler.release(slot)
+        assert scheduler.held_slots() == {}
+
+        own_redis.start()
+        wait_for(lambda: scheduler.backend == "redis", timeout=20)
+        # Nothing of ours is renewed any more: the node's one slot is free for the fleet again.
+        wait_for(lambda: scheduler.fleet_slots() == {node.url: 0}, timeout=10)
+        assert run(pool).node == node.url
+    finally:
+        own_redis.stop()
+
+
+def test_a_slot_goes_back_when_recording_the_route_of_its_run_fails(
+    comfy_standins: Standins, fleet: Callable[..., ComfyNodePool]
+) -> None:
+    (node,) = comfy_standins(1)
+    pool = fleet([node])
+    scheduler = scheduler_of(pool)
+
+    def database_restarting(engine: str, reason: str) -> None:
+        raise OperationalError("the database system is shutting down")
+
+    with pytest.raises(OperationalError):
+        run(pool, hooks=RunHooks(routed=database_restarting))
+
+    assert scheduler.held_slots() == {}
+    assert scheduler.fleet_slots() == {node.url: 0}
+    assert run(pool).node == node.url
 
 
 def test_it_drains_a_node_that_finishes_its_own_prompt_and_then_shows_as_drained(
