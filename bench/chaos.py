@@ -86,6 +86,7 @@ FAULT_KINDS = (
     "delete_running",
 )
 
+
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
