@@ -4,7 +4,8 @@ What lives in Redis, under ``{FLEET_NAMESPACE}:fleet:``:
 
 - ``slots:{url}``: a sorted set of slot tokens scored by lease expiry (ms, Redis's clock).
   A slot is taken by one Lua script that drops expired leases, counts the free slots of
-  the fleet, checks the caller's turn among the waiting runs and adds the token, so no
+  the fleet, checks the caller's turn among the waiting runs, adds the token and notes the
+  workflow as the node's loaded one, so no
   node ever holds more of our prompts than ``COMFYUI_PROMPTS_PER_NODE``. Holders renew
   their leases every third of ``FLEET_SLOT_LEASE_SECONDS`` from a thread; a worker that
   dies frees its slots when they run out.
@@ -100,8 +101,9 @@ end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[10]), ARGV[1])
 if not ready then return -1 end
 local limit = tonumber(ARGV[4])
+local nodes = (#KEYS - 2) / 2
 local free = 0
-for i = 3, #KEYS do
+for i = 3, 2 + nodes do
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
   local held = redis.call('ZCARD', KEYS[i])
   if held < limit then free = free + (limit - held) end
@@ -116,6 +118,7 @@ for j = 1, count do
   local key = KEYS[2 + index]
   if redis.call('ZCARD', key) < limit then
     redis.call('ZADD', key, now + tonumber(ARGV[3]), ARGV[8])
+    redis.call('HSET', KEYS[2 + nodes + index], 'last_workflow', ARGV[11 + count])
     redis.call('ZREM', KEYS[1], ARGV[1])
     redis.call('ZREM', KEYS[2], ARGV[1])
     return index
@@ -649,7 +652,8 @@ class RedisNodeScheduler:
             index = int(
                 self._acquire_script(
                     keys=[self._key("waiters"), self._key("waiters_lease")]
-                    + [self._slots_key(url) for url in open_nodes],
+                    + [self._slots_key(url) for url in open_nodes]
+                    + [self._node_key(url) for url in open_nodes],
                     args=[
                         waiter,
                         repr(score),
@@ -663,6 +667,7 @@ class RedisNodeScheduler:
                         len(candidates),
                         _WAITER_LEASE_MS,
                         *candidates,
+                        workflow,
                     ],
                 )
             )
@@ -671,11 +676,6 @@ class RedisNodeScheduler:
             url = open_nodes[index - 1]
             slot = Slot(url, self.client(url), token)
             self._held[token] = _Held(slot, local=False)
-        try:
-            self.redis.hset(self._node_key(url), "last_workflow", workflow)
-        except redis.RedisError as exc:
-            # The slot is ours all the same: losing Redis now must not leave it held and taken again locally.
-            self._lose_redis(exc)
         self._forget_snapshot()
         return slot
 

@@ -627,13 +627,12 @@ class LocalNodeScheduler:
                 self._waiters.pop(me, None)
                 self._cond.notify_all()
 
-    def hold(self, url: str) -> Slot:
+    def hold(self, url: str) -> None:
         """Count a slot this process holds from elsewhere (the fleet's shared state), to be given back with
         ``release``: the nodes' limits then hold for what this process runs without that state too."""
         node = self._nodes[url.rstrip("/")]
         with self._cond:
             node.inflight += 1
-        return Slot(node.url, node.client)
 
     def release(self, slot: Slot) -> None:
         node = self._nodes.get(slot.url)

@@ -291,21 +291,23 @@ def test_a_slot_taken_as_redis_goes_away_is_given_back_and_not_held_for_ever(
         (node,) = comfy_standins(1)
         pool = fleet([node], redis_url=own_redis.url, slot_lease_seconds=2.0)
         scheduler = scheduler_of(pool)
-        # Redis stops right after the script took the slot, before the node's loaded workflow is written.
-        write_workflow = scheduler.redis.hset
+        # Redis stops right after the script took the slot.
+        take_slot = scheduler._acquire_script
 
-        def redis_stops_first(*args: Any, **kwargs: Any) -> Any:
+        def redis_stops_after(*args: Any, **kwargs: Any) -> Any:
+            taken = take_slot(*args, **kwargs)
             own_redis.stop()
-            return write_workflow(*args, **kwargs)
+            return taken
 
-        scheduler.redis.hset = redis_stops_first  # type: ignore[method-assign]
+        scheduler._acquire_script = redis_stops_after  # type: ignore[assignment]
         slot = scheduler.acquire("restore_flux")
-        scheduler.redis.hset = write_workflow  # type: ignore[method-assign]
-        assert scheduler.backend.startswith("local")
+        scheduler._acquire_script = take_slot
         assert scheduler.held_slots() == {node.url: 1}
         # Without Redis the node's one slot is still taken: a second run waits for it.
         with pytest.raises(NoNodeAvailable):
             scheduler.acquire("restore_flux", deadline=time.monotonic() + 0.5)
+        assert scheduler.backend.startswith("local")
+        assert scheduler.held_slots() == {node.url: 1}
         scheduler.release(slot)
         assert scheduler.held_slots() == {}
 
