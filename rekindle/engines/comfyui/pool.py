@@ -243,6 +243,8 @@ class ComfyNodePool:
         outage_since: float | None = None
         waiting_shown = False
         overflow_after = self.overflow.config.after_seconds if self.overflow is not None else 0.0
+        # A paid run's execution error on one node, kept while the run tries another node once.
+        execution_error: PermanentEngineError | None = None
 
         def show_waiting() -> None:
             nonlocal waiting_shown
@@ -269,6 +271,8 @@ class ComfyNodePool:
                     on_wait=show_waiting,
                 )
             except NoNodeAvailable as exc:
+                if execution_error is not None and exc.reason != "busy":
+                    raise execution_error from None
                 now = time.monotonic()
                 if exc.reason == "down":
                     if outage_since is None:
@@ -340,7 +344,17 @@ class ComfyNodePool:
                     logger.warning("Workflow %s cannot run on %s: %s", workflow_name, slot.url, "; ".join(problems))
                     excluded[slot.url] = problems
                     continue
-                result = PromptRun(slot, self.scheduler, self.config, context).run(build_graph, images)
+                try:
+                    result = PromptRun(slot, self.scheduler, self.config, context).run(build_graph, images)
+                except PermanentEngineError as exc:
+                    if not self._another_node_for(exc, priority, execution_error):
+                        raise
+                    execution_error = exc
+                    excluded[slot.url] = [f"execution error: {exc.message}"]
+                    logger.warning(
+                        "Paid run %s failed on %s (%s); it tries another node once", run_id, slot.url, exc.message
+                    )
+                    continue
                 self.scheduler.note_service(workflow_name, time.monotonic() - got)
                 return result
             except MoveOn as move:
@@ -413,6 +427,18 @@ class ComfyNodePool:
             "Run %s left %s (%s: %s); the prompt there is %s", run_id, url, move.why, move.reason, move.stopped
         )
         return 1
+
+    @staticmethod
+    def _another_node_for(exc: PermanentEngineError, priority: str, earlier: PermanentEngineError | None) -> bool:
+        """Whether a run that failed with ``exc`` on its node tries another node (once) before it fails.
+
+        ComfyUI reports a node's own trouble (a CUDA error, a broken custom node, a bad
+        model file on its disk) as the same execution error as a workflow that cannot run
+        anywhere. A free run fails at once and the person can try again; a paid HD run is a
+        promise, so it spends one more run on a second node, and fails only when that node
+        fails too (or there is no other node).
+        """
+        return exc.code == "execution_failed" and priority == "paid" and earlier is None
 
     def _too_many_moves(self, url: str, move: MoveOn, resubmits: int) -> TransientEngineError:
         details: dict[str, Any] = {"node": url, "resubmits": resubmits - 1}

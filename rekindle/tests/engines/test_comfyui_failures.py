@@ -162,6 +162,52 @@ def test_it_fails_permanently_on_an_execution_error(comfy_pool: PoolMaker) -> No
     assert node.counters().get("frees", 0) == 0
 
 
+def test_a_paid_run_tries_another_node_once_after_an_execution_error(comfy_pool: PoolMaker) -> None:
+    pool, nodes = comfy_pool(2)
+    warm = run(pool)  # the workflow is loaded there, so the next run goes there first
+    first = next(node for node in nodes if node.url == warm.node)
+    other = next(node for node in nodes if node is not first)
+    first.set_faults(execution_error=1)
+
+    result = run(pool, priority="paid")
+
+    assert first.counters()["errors"] == 1
+    assert result.node == other.url
+    assert result.first("image").data.startswith(b"\x89PNG")
+    assert pool.scheduler.view(first.url).up  # an execution error says nothing of the node's health
+    assert overlapping_prompts(nodes) == []
+
+
+def test_a_paid_run_fails_when_a_second_node_fails_the_same_way_and_a_free_one_at_once(
+    comfy_pool: PoolMaker,
+) -> None:
+    pool, nodes = comfy_pool(2)
+    for node in nodes:
+        node.set_faults(execution_error=-1)
+
+    with pytest.raises(PermanentEngineError) as paid:
+        run(pool, priority="paid")
+    with pytest.raises(PermanentEngineError) as free:
+        run(pool)
+
+    assert paid.value.code == free.value.code == "execution_failed"
+    assert "RuntimeError: Injected failure" in paid.value.message
+    # Two runs for the paid one (one on each node), one for the free one.
+    assert sorted(node.counters().get("errors", 0) for node in nodes) == [1, 2]
+    assert sum(node.counters().get("errors", 0) for node in nodes) == 3
+
+
+def test_a_paid_run_with_no_other_node_fails_with_its_execution_error(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    node.set_faults(execution_error=1)
+
+    with pytest.raises(PermanentEngineError) as caught:
+        run(pool, priority="paid")
+
+    assert caught.value.code == "execution_failed"
+    assert node.counters()["errors"] == 1
+
+
 def test_it_frees_memory_and_fails_transiently_when_the_gpu_runs_out(comfy_pool: PoolMaker) -> None:
     pool, (node,) = comfy_pool(1)
     node.set_faults(oom=1)
