@@ -157,16 +157,18 @@ def _run_video(run: RunContext[Any], animation: AnimationAttempt, time_limit: in
 def animate_preview(run: RunContext[AnimationAttempt]) -> RunOutput:
     """The work of one preview run: the video, its thumbnail, and the job's latest animation."""
     attempt = run.attempt
-    result, video = _run_video(run, attempt, settings.ANIMATION_TIME_LIMIT_SECONDS)
     ts = attempt_timestamp_id(attempt)
     preview_key = storage.animation_preview_key(attempt.job_id, ts)
     thumb_key = storage.thumbnail_key(attempt.job_id, ts)
-    run.store(preview_key, video, content_type="video/mp4")
-    run.store(thumb_key, thumbnail_jpeg(video), content_type="image/jpeg")
 
     def make_latest() -> None:
         Job.objects.filter(pk=attempt.job_id).update(latest_animation=attempt.pk)
 
+    if run.stored_by_earlier_try(preview_key, thumb_key):
+        return RunOutput(values={"preview_key": preview_key, "thumbnail_key": thumb_key}, on_success=make_latest)
+    result, video = _run_video(run, attempt, settings.ANIMATION_TIME_LIMIT_SECONDS)
+    run.store(preview_key, video, content_type="video/mp4")
+    run.store(thumb_key, thumbnail_jpeg(video), content_type="image/jpeg")
     return RunOutput(
         values={
             "preview_key": preview_key,
@@ -183,8 +185,10 @@ def animate_hd(run: RunContext[HDAttempt]) -> RunOutput:
     """The work of one HD run: the HD video, stored beside its preview (the same timestamp id)."""
     attempt = run.attempt
     animation = attempt.animation
-    result, video = _run_video(run, animation, settings.HD_TIME_LIMIT_SECONDS)
     key = storage.animation_result_key(attempt.job_id, attempt_timestamp_id(animation))
+    if run.stored_by_earlier_try(key):
+        return RunOutput(values={"result_key": key})
+    result, video = _run_video(run, animation, settings.HD_TIME_LIMIT_SECONDS)
     run.store(key, video, content_type="video/mp4")
     return RunOutput(
         values={"result_key": key, "engine": result.engine, "node": result.node, "prompt_id": result.prompt_id}

@@ -34,7 +34,8 @@ it died) leaves them there, and the next try fetches them instead of running the
 Outputs are written through :meth:`RunContext.store`, which writes only while the claim
 still holds, and a run that ends without recording its success removes what it wrote when
 no row will hold it (its job was deleted meanwhile, or it ended canceled under this claim):
-see :func:`outputs_discard`.
+see :func:`outputs_discard`. A later try that finds the outputs an earlier one stored but could
+not record (:meth:`RunContext.stored_by_earlier_try`) records them without running again.
 
 The writes that end a run (success, failure, back to the queue) and the record of where the
 prompt went are tried again for ``DB_WRITE_RETRY_SECONDS`` when the database connection is
@@ -272,6 +273,24 @@ class RunContext(Generic[AttemptT]):
             raise ClaimLost(f"{kind_of(self.attempt).name} attempt {self.attempt.pk}: claim lost before storing {key}")
         self.written.append(key)
         storage.put(key, content, content_type=content_type)
+
+    def stored_by_earlier_try(self, *keys: str) -> bool:
+        """Whether an earlier try of this attempt already stored every one of ``keys``.
+
+        The keys are the attempt's own (the same for every try) and an object exists only
+        once its write has finished, so what is there is a whole result of this attempt: a
+        try whose success could not be recorded left it (the database away for longer than
+        ``DB_WRITE_RETRY_SECONDS``, the worker killed between the write and the record). The
+        try that finds it records it instead of running the workflow again, which matters
+        most when the node lost the prompt meanwhile (a restart): there is nothing to fetch
+        there. The keys join ``written``, so a run that ends without recording them removes
+        them as it would its own. A first try asks nothing.
+        """
+        if self.attempt.tries <= 1 or not all(storage.exists(key) for key in keys):
+            return False
+        self.written.extend(keys)
+        events.info("attempt.output_reused", keys=list(keys))
+        return True
 
     @property
     def run_id(self) -> str:

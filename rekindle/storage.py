@@ -239,6 +239,11 @@ def _s3_single_get(store: Any, key: str) -> bytes:
     return body
 
 
+def exists(key: str) -> bool:
+    """Whether an object is stored at ``key`` (one HEAD on S3)."""
+    return bool(storage().exists(key))
+
+
 def delete_key(key: str) -> None:
     """Remove one object; a key that is already gone is not an error."""
     storage().delete(key)

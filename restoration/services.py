@@ -84,6 +84,14 @@ def restore(run: RunContext[RestoreAttempt]) -> RunOutput:
     """The work of one restore run: the restored JPEG, and the job's first pick if it has none."""
     attempt = run.attempt
     job = attempt.job
+    key = storage.restored_key(job.id, attempt_timestamp_id(attempt))
+
+    def make_selected() -> None:
+        # The first success becomes the job's pick, unless the person already chose one.
+        Job.objects.filter(pk=job.pk, selected_restore__isnull=True).update(selected_restore=attempt.pk)
+
+    if run.stored_by_earlier_try(key):
+        return RunOutput(values={"result_key": key}, on_success=make_selected)
     workflow, params, timeout = workflow_for_run(
         attempt.workflow, attempt.parameters, settings.RESTORE_TIME_LIMIT_SECONDS
     )
@@ -101,13 +109,7 @@ def restore(run: RunContext[RestoreAttempt]) -> RunOutput:
             timeout=timeout,
         )
     )
-    key = storage.restored_key(job.id, attempt_timestamp_id(attempt))
     run.store(key, as_jpeg(result.first("image").data), content_type="image/jpeg")
-
-    def make_selected() -> None:
-        # The first success becomes the job's pick, unless the person already chose one.
-        Job.objects.filter(pk=job.pk, selected_restore__isnull=True).update(selected_restore=attempt.pk)
-
     return RunOutput(
         values={"result_key": key, "engine": result.engine, "node": result.node, "prompt_id": result.prompt_id},
         on_success=make_selected,
