@@ -37,10 +37,13 @@ no row will hold it (its job was deleted meanwhile, or it ended canceled under t
 see :func:`outputs_discard`. A later try that finds the outputs an earlier one stored but could
 not record (:meth:`RunContext.stored_by_earlier_try`) records them without running again.
 
-The writes that end a run (success, failure, back to the queue) and the record of where the
-prompt went are tried again for ``DB_WRITE_RETRY_SECONDS`` when the database connection is
-lost (a restart, a failover), reconnecting each time, so a result made during a short outage
-is kept instead of re-run once the lease runs out. A message that meets the database away
+The writes that end a run (success, failure, back to the queue) and the records made while it
+runs (where the prompt went, which engine took it, what it waits for, the GPU seconds of each
+try) are tried again for ``DB_WRITE_RETRY_SECONDS`` when the database connection is lost (a
+restart, a failover), reconnecting each time, so a result made during a short outage is kept
+instead of re-run once the lease runs out; GPU seconds still unwritten after that are logged
+and given up, never the result they came with. The heartbeat drops a connection the server
+ended and opens a new one at its next beat. A message that meets the database away
 before its claim is waited out by the broker (``rekindle.broker.OutageAwareRetries``),
 without spending a try.
 
@@ -222,6 +225,8 @@ class Heartbeat(threading.Thread):
                     self._beat()
                 except DatabaseError:
                     logger.warning("Heartbeat of %s could not reach the database", self.attempt.pk, exc_info=True)
+                    # A connection the server ended stays unusable: the next beat opens a new one.
+                    _drop_connection()
         finally:
             # The thread's own database connection.
             connection.close()
@@ -316,7 +321,19 @@ class RunContext(Generic[AttemptT]):
         def routed(name: str, reason: str) -> None:
             running_on[0] = name
             structlog.contextvars.bind_contextvars(engine=name)
-            attempt_record_routing(self.attempt, engine=name, reason=reason)
+            with_db_retry(lambda: attempt_record_routing(self.attempt, engine=name, reason=reason), what="routing")
+
+        def used(node: str, seconds: float) -> None:
+            # Told as each try on a node ends, a finished one included: a database away for longer
+            # than the retries costs the count, never the run's result.
+            try:
+                with_db_retry(
+                    lambda: attempt_add_node_seconds(self.attempt, node=node, seconds=seconds), what="node seconds"
+                )
+            except DatabaseError:
+                logger.warning(
+                    "attempt.node_seconds_lost attempt_id=%s node=%s seconds=%.1f", self.attempt.pk, node, seconds
+                )
 
         paid = getattr(kind_of(self.attempt).actor, "queue_name", "") == settings.DRAMATIQ_QUEUE_PAID
         if self.attempt.tries_at_requeue > 0 and not request.priority and not paid:
@@ -329,7 +346,7 @@ class RunContext(Generic[AttemptT]):
             request = replace(request, earlier_node=self.attempt.node, earlier_prompt_id=self.attempt.prompt_id)
 
         def waiting(what: str) -> None:
-            attempt_record_waiting(self.attempt, waiting_for=what)
+            with_db_retry(lambda: attempt_record_waiting(self.attempt, waiting_for=what), what="waiting")
 
         result = engine.run(
             request,
@@ -339,7 +356,7 @@ class RunContext(Generic[AttemptT]):
             hooks=RunHooks(
                 waiting=waiting,
                 routed=routed,
-                usage=lambda node, seconds: attempt_add_node_seconds(self.attempt, node=node, seconds=seconds),
+                usage=used,
             ),
         )
         if result.release is not None:

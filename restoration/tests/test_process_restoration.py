@@ -245,6 +245,45 @@ def _test_database_url() -> str:
     return database_url()
 
 
+def _end_every_other_database_session() -> None:
+    """A database restart as the other threads of this process see it: every session but this thread's ends."""
+    from django.db import connection
+
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    with psycopg.connect(_test_database_url(), autocommit=True) as other:
+        other.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> %s AND pid <> pg_backend_pid()",
+            [pid],
+        )
+
+
+@pytest.mark.postgres
+def test_the_heartbeat_renews_the_lease_again_after_the_database_ended_its_session(settings, use_engine) -> None:
+    settings.LEASE_SECONDS = 3
+    leases: list[Any] = []
+
+    def lease() -> Any:
+        return RestoreAttempt.objects.values_list("lease_expires_at", flat=True).get(pk=attempt.pk)
+
+    def database_restarts_mid_run(request, on_progress, should_cancel):
+        time.sleep(1.5)  # the heartbeat has its connection by now
+        _end_every_other_database_session()
+        leases.append(lease())
+        time.sleep(3.5)  # more than two renewals
+        leases.append(lease())
+        return jpeg_bytes()
+
+    use_engine(database_restarts_mid_run)
+    attempt = RestoreAttemptFactory.create(job=JobFactory.create(stored_original=True))
+
+    assert restore_attempt_process(attempt_id=str(attempt.pk)) == "succeeded"
+
+    at_restart, later = leases
+    assert later > at_restart
+
+
 @pytest.mark.postgres
 def test_it_keeps_a_result_whose_final_write_met_a_lost_connection(worker: dramatiq.Worker, use_engine) -> None:
     def finish_as_the_database_restarts(request, on_progress, should_cancel):

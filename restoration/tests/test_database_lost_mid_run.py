@@ -1,7 +1,8 @@
-"""A restore stored its result but could not record it, and its node restarted: the next try records it, no rerun.
+"""A restore on ComfyUI stand-ins while PostgreSQL ends the worker's session, as a restart does.
 
-Real parts: two ComfyUI stand-ins, moto's S3, PostgreSQL ending the worker's session at the
-success write (as a restart does), with ``DB_WRITE_RETRY_SECONDS`` at 0 so the write gives up.
+Real parts: two ComfyUI stand-ins, moto's S3, PostgreSQL ending the session (``pg_terminate_backend``)
+at a chosen write. The result a node made is never made twice: it is kept when the write can be
+made again, and recorded by the next try when it cannot.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from jobs import runner
-from jobs.attempts import attempt_handle_one_stuck, attempt_succeed
+from jobs.attempts import attempt_add_node_seconds, attempt_handle_one_stuck, attempt_succeed
 from jobs.models import AttemptStatus, Job
 from rekindle.testing.factories import JobFactory, RestoreAttemptFactory
 from rekindle.testing.pipeline import database_url
@@ -84,3 +85,30 @@ def test_a_stored_result_whose_success_was_not_recorded_is_recorded_by_the_next_
     assert s3_bucket.keys(f"restored/{job.id}/") == stored == [attempt.result_key]
     assert len(_queued_prompts(comfy_settings, attempt)) == 1  # made once, on the first try
     assert Job.objects.get(pk=job.pk).selected_restore_id == attempt.pk
+
+
+def test_a_finished_run_whose_gpu_seconds_meet_a_lost_connection_keeps_its_result(
+    comfy_settings: list[Any], s3_bucket: S3Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for node in comfy_settings:
+        node.clear_record()
+    job = JobFactory.create(stored_original=True)
+    attempt = RestoreAttemptFactory.create(job=job, parameters=SMALL_RESTORE)
+    ended: list[bool] = []
+
+    def add_as_the_database_restarts(*args: Any, **kwargs: Any) -> None:
+        if not ended:
+            ended.append(True)
+            _end_this_threads_database_session()
+        attempt_add_node_seconds(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "attempt_add_node_seconds", add_as_the_database_restarts)
+
+    assert restore_attempt_process(attempt_id=str(attempt.pk)) == "succeeded"
+
+    attempt.refresh_from_db()
+    assert ended == [True]
+    assert attempt.tries == 1
+    assert attempt.node_seconds[attempt.node] > 0
+    assert s3_bucket.keys(f"restored/{job.id}/") == [attempt.result_key]
+    assert len(_queued_prompts(comfy_settings, attempt)) == 1
