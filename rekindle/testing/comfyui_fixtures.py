@@ -312,6 +312,43 @@ class StandinFarm:
             node.stop()
 
 
+def who_takes_a_node_another_run_waits_for(early: Any, late: Any, affinity_wait: float) -> tuple[str, str, str, str]:
+    """Two nodes, one with ``restore`` loaded and one with ``animate``, both held; an ``animate`` run waits on
+    ``early`` (a scheduler), then a ``restore`` run on ``late`` (the same scheduler, or another process's view
+    of the same fleet). The restore node is given back once the animate run has waited past ``affinity_wait``,
+    the animate node a moment later. Returns (restore node, animate node, the animate run's node, the restore
+    run's node)."""
+    import threading
+
+    loaded = early.acquire("restore")
+    early.release(loaded)
+    other = early.acquire("animate")
+    early.release(other)
+    assert other.url != loaded.url
+    restore_slot, animate_slot = early.acquire("restore"), early.acquire("animate")
+    assert (restore_slot.url, animate_slot.url) == (loaded.url, other.url)
+    took: dict[str, Any] = {}
+
+    def wait(name: str, scheduler: Any, workflow: str) -> None:
+        took[name] = (scheduler, scheduler.acquire(workflow, deadline=time.monotonic() + 20 * affinity_wait))
+
+    animate_run = threading.Thread(target=wait, args=("animate", early, "animate"))
+    restore_run = threading.Thread(target=wait, args=("restore", late, "restore"))
+    animate_run.start()
+    time.sleep(0.1)
+    restore_run.start()
+    time.sleep(1.3 * affinity_wait)  # the animate run has waited past its affinity wait, not past three
+    early.release(restore_slot)
+    restore_run.join(5 * affinity_wait)
+    time.sleep(0.3)
+    early.release(animate_slot)
+    animate_run.join(5 * affinity_wait)
+    for scheduler, slot in took.values():
+        scheduler.release(slot)
+    urls = {name: slot.url for name, (_, slot) in took.items()}
+    return loaded.url, other.url, urls.get("animate", ""), urls.get("restore", "")
+
+
 @pytest.fixture(scope="session")
 def comfy_standin_farm() -> Iterator[StandinFarm]:
     farm = StandinFarm()

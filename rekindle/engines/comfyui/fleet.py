@@ -9,11 +9,11 @@ What lives in Redis, under ``{FLEET_NAMESPACE}:fleet:``:
   node ever holds more of our prompts than ``COMFYUI_PROMPTS_PER_NODE``. Holders renew
   their leases every third of ``FLEET_SLOT_LEASE_SECONDS`` from a thread; a worker that
   dies frees its slots when they run out.
-- ``waiters`` / ``waiters_lease``: the runs waiting for a slot, scored by priority then
+- ``waiters`` / ``waiters_lease``: the runs waiting for a slot (``{workflow}#{id}``), scored by priority then
   arrival; a run takes a slot only when fewer runs wait before it than there are free
   slots (``reserved_paid_slots`` of them kept for paid runs). A run that defers for a node
-  with its models loaded steps out of the line meanwhile; a waiter that died drops out
-  when its lease runs out.
+  with its models loaded, or leaves a free node to a waiting run whose models are loaded
+  there, steps out of the line meanwhile; a waiter that died drops out when its lease runs out.
 - ``node:{url}``: a hash with the workflow last sent there, up/down (``down_until``,
   ``failures``, ``last_error``), ``busy_until``, ``draining``, the node's live queue length
   and when it was read, and the preflight results.
@@ -42,6 +42,7 @@ import threading
 import time
 import uuid
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -83,6 +84,8 @@ _OBJECT_INFO_TTL_SECONDS = 3600
 # The threads of one process waiting at once share one read of the nodes this young (the slot itself
 # is taken atomically by the script, so a slightly old view only costs a retry).
 _SNAPSHOT_SECONDS = 0.05
+# Between a waiting run's workflow and the rest of its id in ``waiters``.
+_WAITER_SEP = "#"
 
 _ACQUIRE = """
 local t = redis.call('TIME')
@@ -172,7 +175,7 @@ class RedisNodeScheduler:
         self._info_cache: dict[str, tuple[str, dict[str, Any]]] = {}
         self._service = ServiceTimes()
         self._last_up: dict[str, bool] = {}
-        self._snapshot_cache: tuple[float, list[NodeSnapshot]] | None = None
+        self._snapshot_cache: tuple[float, list[NodeSnapshot], list[str]] | None = None
         self._snapshot_lock = threading.Lock()
         self._closed = threading.Event()
         self._threads = [
@@ -352,33 +355,43 @@ class RedisNodeScheduler:
     def client(self, url: str) -> ComfyNodeClient:
         return self.local.client(url)
 
-    def _read_nodes(self) -> list[tuple[str, dict[str, str], int]]:
-        """Each node's hash and the live leases on its slots, in one round trip."""
+    def _read_nodes(self, waiters: list[str] | None = None) -> list[tuple[str, dict[str, str], int]]:
+        """Each node's hash and the live leases on its slots, in one round trip; with a ``waiters`` list,
+        the ids of the runs waiting for a slot in the fleet are added to it in the same trip."""
         now_ms = int(time.time() * 1000)
         pipe = self.redis.pipeline(transaction=False)
         for url in self.urls:
             pipe.hgetall(self._node_key(url))
             pipe.zcount(self._slots_key(url), now_ms, "+inf")
+        if waiters is not None:
+            pipe.zrangebyscore(self._key("waiters_lease"), now_ms, "+inf")
         answers = pipe.execute()
+        if waiters is not None:
+            waiters.extend(answers.pop())
         return [(url, answers[2 * i], int(answers[2 * i + 1])) for i, url in enumerate(self.urls)]
 
     def _snapshots(self) -> list[NodeSnapshot]:
+        return self._fleet_view()[0]
+
+    def _fleet_view(self) -> tuple[list[NodeSnapshot], list[str]]:
+        """The nodes' snapshots and the fleet's waiting runs (their ids), read at most every ``_SNAPSHOT_SECONDS``."""
         with self._snapshot_lock:
             cached = self._snapshot_cache
             if cached is not None and time.monotonic() - cached[0] < _SNAPSHOT_SECONDS:
-                return cached[1]
-            snapshots = self._read_snapshots()
-            self._snapshot_cache = (time.monotonic(), snapshots)
-            return snapshots
+                return cached[1], cached[2]
+            waiters: list[str] = []
+            snapshots = self._read_snapshots(waiters)
+            self._snapshot_cache = (time.monotonic(), snapshots, waiters)
+            return snapshots, waiters
 
     def _forget_snapshot(self) -> None:
         with self._snapshot_lock:
             self._snapshot_cache = None
 
-    def _read_snapshots(self) -> list[NodeSnapshot]:
+    def _read_snapshots(self, waiters: list[str] | None = None) -> list[NodeSnapshot]:
         now_wall, now = time.time(), time.monotonic()
         snapshots = []
-        for url, state, held in self._read_nodes():
+        for url, state, held in self._read_nodes(waiters):
             queue_length = int(_float(state.get("queue_len")))
             busy_left = max(0.0, _float(state.get("busy_until")) - now_wall)
             snapshots.append(
@@ -577,7 +590,8 @@ class RedisNodeScheduler:
         started = time.monotonic()
         if deadline is None:
             deadline = started + self.config.slot_wait_seconds
-        waiter = uuid.uuid4().hex
+        # The workflow is in the id, so the other runs waiting know what this one waits to run.
+        waiter = f"{workflow}{_WAITER_SEP}{uuid.uuid4().hex}"
         score = priority_rank(priority) * 1e13 + time.time() * 1000
         paid = priority_rank(priority) == PRIORITIES["paid"]
         try:
@@ -627,7 +641,8 @@ class RedisNodeScheduler:
         avoided: set[str],
         started: float,
     ) -> Slot | None:
-        snapshots = [s for s in self._snapshots() if s.url not in excluded]
+        view, waiters = self._fleet_view()
+        snapshots = [s for s in view if s.url not in excluded]
         if not snapshots:
             raise NoNodeAvailable("excluded")
         up = [s for s in snapshots if s.up]
@@ -642,6 +657,7 @@ class RedisNodeScheduler:
             waited=now - started,
             affinity_wait=self.config.affinity_wait_seconds,
             now=now,
+            wanted=None if paid else Counter(w.partition(_WAITER_SEP)[0] for w in waiters if w != waiter),
         )
         # Every node that may take a prompt now counts towards the fleet's free slots.
         open_nodes = [s.url for s in self._last_snapshot_open(snapshots, now)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -64,6 +65,10 @@ class NodeSnapshot:
         return self.ours + self.foreign
 
 
+# A run leaves a free node whose loaded workflow other runs wait for to them for this many affinity waits.
+LEAVE_TO_WAITERS_FOR = 3
+
+
 def rank_nodes(
     workflow: str,
     nodes: Iterable[NodeSnapshot],
@@ -73,6 +78,7 @@ def rank_nodes(
     waited: float,
     affinity_wait: float,
     now: float,
+    wanted: Mapping[str, int] | None = None,
 ) -> list[str] | None:
     """The free nodes for ``workflow``, best first; None to wait for a busy node with its models loaded.
 
@@ -81,6 +87,12 @@ def rank_nodes(
     says): a loaded node with foreign prompts queued loses to an idle one, since waiting
     behind them costs more than a model switch. Nodes in ``avoid`` (they lost this run
     before) come only after every other free node.
+
+    ``wanted`` counts the other runs waiting for a slot, by workflow: a free node with
+    another workflow loaded that such a run waits for is left to it (a switch there costs
+    two model loads, the one now and the one its run then needs elsewhere), for up to
+    ``LEAVE_TO_WAITERS_FOR`` affinity waits; past that the run takes it like any other.
+    Paid runs pass none.
     """
     nodes = list(nodes)
     usable = [node for node in nodes if node.up and not node.draining]
@@ -96,6 +108,12 @@ def rank_nodes(
             return None
     chosen = {n.url for n in warm + fresh}
     rest = sorted((n for n in candidates if n.url not in chosen), key=lambda n: (n.load, n.last_workflow != workflow))
+    if wanted and waited < affinity_wait * LEAVE_TO_WAITERS_FOR:
+        left = {n.url for n in rest if n.last_workflow not in ("", workflow) and wanted.get(n.last_workflow, 0) > 0}
+        if left:
+            rest = [n for n in rest if n.url not in left]
+            if not warm and not fresh and not rest:
+                return None
     last = sorted((n for n in free if n.url in avoided), key=lambda n: n.load)
     return [n.url for n in warm + fresh + rest + last]
 
@@ -329,6 +347,8 @@ class LocalNodeScheduler:
         self._cond = threading.Condition()
         # Runs waiting for a slot: (priority rank, arrival number) -> ready to take one now.
         self._waiters: dict[tuple[int, int], bool] = {}
+        # The workflow each waiting run waits to run (``rank_nodes``'s ``wanted``).
+        self._waiting_for: dict[tuple[int, int], str] = {}
         self._arrivals = 0
         self.service = ServiceTimes()
 
@@ -583,6 +603,7 @@ class LocalNodeScheduler:
             self._arrivals += 1
             me = (priority_rank(priority), self._arrivals)
             self._waiters[me] = False
+            self._waiting_for[me] = workflow
         try:
             while True:
                 self._probe_due_nodes()
@@ -603,6 +624,7 @@ class LocalNodeScheduler:
                         waited=now - started,
                         affinity_wait=self.config.affinity_wait_seconds,
                         now=now,
+                        wanted=None if me[0] == PRIORITIES["paid"] else self._wanted(me),
                     )
                     # A run that defers (for a node with its models loaded) lets the ones behind it pass.
                     self._waiters[me] = ranked is not None
@@ -625,7 +647,12 @@ class LocalNodeScheduler:
         finally:
             with self._cond:
                 self._waiters.pop(me, None)
+                self._waiting_for.pop(me, None)
                 self._cond.notify_all()
+
+    def _wanted(self, me: tuple[int, int]) -> dict[str, int]:
+        """How many other runs of this process wait for a slot, by workflow (call with ``_cond`` held)."""
+        return dict(Counter(workflow for key, workflow in self._waiting_for.items() if key != me))
 
     def hold(self, url: str) -> None:
         """Count a slot this process holds from elsewhere (the fleet's shared state), to be given back with

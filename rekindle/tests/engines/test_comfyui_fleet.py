@@ -33,6 +33,7 @@ from rekindle.testing.comfyui_fixtures import (
     prompt_spans,
     sample_input,
     test_pool_config,
+    who_takes_a_node_another_run_waits_for,
 )
 from rekindle.testing.pipeline import RedisServer, wait_for
 from rekindle.testing.runpod_standin import RunPodStandin
@@ -173,6 +174,19 @@ def test_it_sends_a_workflow_to_the_node_another_process_loaded_it_on(
     # Alone, B would have taken the first idle node and loaded the models there again.
     assert result.node == second.url
     assert len(prompt_spans(first)) == 0
+
+
+def test_a_run_leaves_a_free_node_to_another_process_s_run_that_has_its_models_loaded_there(
+    comfy_standins: Standins, fleet: Callable[..., ComfyNodePool]
+) -> None:
+    nodes = comfy_standins(2)
+    process_a, process_b = fleet(nodes, affinity_wait_seconds=1.0), fleet(nodes, affinity_wait_seconds=1.0)
+
+    restore_node, animate_node, animate_took, restore_took = who_takes_a_node_another_run_waits_for(
+        process_a.scheduler, process_b.scheduler, 1.0
+    )
+
+    assert (animate_took, restore_took) == (animate_node, restore_node)
 
 
 def test_it_starts_a_paid_hd_run_before_previews_that_waited_longer(

@@ -16,8 +16,14 @@ from PIL import Image
 from rekindle.engines import get_engine
 from rekindle.engines.base import EngineCanceled, EngineResult, PermanentEngineError, RunRequest, TransientEngineError
 from rekindle.engines.comfyui.pool import ComfyNodePool
-from rekindle.engines.comfyui.scheduler import NoNodeAvailable
-from rekindle.testing.comfyui_fixtures import StandinNode, fixture_graph, graph_builder, sample_input
+from rekindle.engines.comfyui.scheduler import NodeSnapshot, NoNodeAvailable, rank_nodes
+from rekindle.testing.comfyui_fixtures import (
+    StandinNode,
+    fixture_graph,
+    graph_builder,
+    sample_input,
+    who_takes_a_node_another_run_waits_for,
+)
 from rekindle.workflows import get_workflow
 
 pytestmark = pytest.mark.timeout(90)
@@ -229,6 +235,33 @@ def test_it_waits_for_a_busy_node_with_the_models_loaded_rather_than_switching(c
     waiter.join(5)
 
     assert chosen == [loaded.url]
+
+
+def test_a_run_leaves_a_free_node_to_a_waiting_run_that_has_its_models_loaded_there(comfy_pool: PoolMaker) -> None:
+    pool, _ = comfy_pool(2, affinity_wait_seconds=1.0)
+
+    restore_node, animate_node, animate_took, restore_took = who_takes_a_node_another_run_waits_for(
+        pool.scheduler, pool.scheduler, 1.0
+    )
+
+    # The animate run was first in line and past its affinity wait; switching the restore node would
+    # have cost a model load there, and another for the restore run on the animate node.
+    assert (animate_took, restore_took) == (animate_node, restore_node)
+
+
+def test_a_run_takes_a_node_another_run_waits_for_once_it_waited_three_affinity_waits() -> None:
+    nodes = [
+        NodeSnapshot("http://a", up=True, draining=False, busy_until=0.0, ours=0, foreign=0, last_workflow="restore"),
+        NodeSnapshot("http://b", up=True, draining=False, busy_until=0.0, ours=1, foreign=0, last_workflow="x"),
+    ]
+
+    def rank(waited: float, wanted: dict[str, int] | None) -> list[str] | None:
+        return rank_nodes("animate", nodes, limit=1, avoid=(), waited=waited, affinity_wait=1.0, now=1.0, wanted=wanted)
+
+    assert rank(1.5, {"restore": 1}) is None
+    assert rank(3.0, {"restore": 1}) == ["http://a"]
+    assert rank(1.5, {"animate": 2}) == ["http://a"]
+    assert rank(1.5, None) == ["http://a"]
 
 
 def test_it_gives_up_transiently_when_no_slot_frees_in_time(comfy_pool: PoolMaker) -> None:
