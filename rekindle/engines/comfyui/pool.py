@@ -70,6 +70,9 @@ _OUTAGE_TICK_SECONDS = 0.25
 _WAITING_SHOWN_AFTER_SECONDS = 1.0
 
 # Which runs are served first when they wait for a slot, by workflow kind (a bulk requeue says so itself).
+# How many nodes a paid run tries in one try when each fails it with an execution error (``_another_node_for``).
+PAID_EXECUTION_ERROR_NODES = 2
+
 KIND_PRIORITY = {"animate_hd": "paid", "restore": "interactive", "animate_preview": "interactive"}
 
 
@@ -243,8 +246,9 @@ class ComfyNodePool:
         outage_since: float | None = None
         waiting_shown = False
         overflow_after = self.overflow.config.after_seconds if self.overflow is not None else 0.0
-        # A paid run's execution error on one node, kept while the run tries another node once.
+        # A paid run's first execution error, kept while the run tries other nodes, and how many failed it.
         execution_error: PermanentEngineError | None = None
+        execution_failures = 0
 
         def show_waiting() -> None:
             nonlocal waiting_shown
@@ -272,7 +276,7 @@ class ComfyNodePool:
                 )
             except NoNodeAvailable as exc:
                 if execution_error is not None and exc.reason != "busy":
-                    raise execution_error from None
+                    raise self._paid_execution_failure(execution_error, execution_failures) from None
                 now = time.monotonic()
                 if exc.reason == "down":
                     if outage_since is None:
@@ -347,12 +351,15 @@ class ComfyNodePool:
                 try:
                     result = PromptRun(slot, self.scheduler, self.config, context).run(build_graph, images)
                 except PermanentEngineError as exc:
-                    if not self._another_node_for(exc, priority, execution_error):
-                        raise
-                    execution_error = exc
+                    execution_failures += 1
+                    if not self._another_node_for(exc, priority, execution_failures):
+                        if execution_error is None:
+                            raise
+                        raise self._paid_execution_failure(execution_error, execution_failures) from None
+                    execution_error = execution_error or exc
                     excluded[slot.url] = [f"execution error: {exc.message}"]
                     logger.warning(
-                        "Paid run %s failed on %s (%s); it tries another node once", run_id, slot.url, exc.message
+                        "Paid run %s failed on %s (%s); it tries another node", run_id, slot.url, exc.message
                     )
                     continue
                 self.scheduler.note_service(workflow_name, time.monotonic() - got)
@@ -429,16 +436,25 @@ class ComfyNodePool:
         return 1
 
     @staticmethod
-    def _another_node_for(exc: PermanentEngineError, priority: str, earlier: PermanentEngineError | None) -> bool:
-        """Whether a run that failed with ``exc`` on its node tries another node (once) before it fails.
+    def _another_node_for(exc: PermanentEngineError, priority: str, failures: int) -> bool:
+        """Whether a run whose ``failures``-th node failed it with ``exc`` tries another node before it ends.
 
         ComfyUI reports a node's own trouble (a CUDA error, a broken custom node, a bad
         model file on its disk) as the same execution error as a workflow that cannot run
-        anywhere. A free run fails at once and the person can try again; a paid HD run is a
-        promise, so it spends one more run on a second node, and fails only when that node
-        fails too (or there is no other node).
+        anywhere. A free run fails at once and the person can try again. A paid HD run is a
+        promise: it tries another node, and once ``PAID_EXECUTION_ERROR_NODES`` nodes failed
+        it (or no other node is left) it goes back to the queue (``_paid_execution_failure``),
+        so only a failure that outlasts the attempt's tries, and their backoff, fails it.
         """
-        return exc.code == "execution_failed" and priority == "paid" and earlier is None
+        return exc.code == "execution_failed" and priority == "paid" and failures < PAID_EXECUTION_ERROR_NODES
+
+    @staticmethod
+    def _paid_execution_failure(first: PermanentEngineError, failures: int) -> TransientEngineError:
+        return TransientEngineError(
+            first.code,
+            f"{first.message} (a paid run: {failures} node(s) failed it this try; it is tried again later)",
+            {**first.details, "nodes_failed": failures},
+        )
 
     def _too_many_moves(self, url: str, move: MoveOn, resubmits: int) -> TransientEngineError:
         details: dict[str, Any] = {"node": url, "resubmits": resubmits - 1}

@@ -543,9 +543,13 @@ def resume_earlier_prompt(
 
     Asks the node's ``/history/<prompt_id>``: finished there, its outputs are downloaded
     (the GPU work is not done twice); still queued or running there, it is followed by
-    polling until it ends (or the run's deadline, or a cancel). Anything else (the node
-    forgot it, failed or interrupted it, cannot be reached, or its outputs are gone) means
-    run it again from the start, as if there had been no earlier try.
+    polling until it ends (or the run's deadline, or a cancel), as patiently as a run
+    follows its own prompt: a slow node is asked again ``poll_failures`` times. Anything
+    else (the node forgot it, failed or interrupted it, cannot be reached, or its outputs
+    are gone) means run it again from the start, as if there had been no earlier try, once
+    the earlier prompt is stopped there: a node that does not confirm it stopped may still
+    finish it, so the run then goes back to the queue (``stop_unconfirmed``) and asks again
+    later instead of computing the same result a second time elsewhere.
     """
     run = PromptRun(slot, scheduler, config, context)
     run.prompt_id = prompt_id
@@ -553,15 +557,26 @@ def resume_earlier_prompt(
     result: EngineResult | None = None
     try:
         while True:
-            outcome = run._poll()
+            try:
+                outcome = run._poll_guarded()
+            except MoveOn as move:
+                if move.stopped == "unconfirmed":
+                    raise TransientEngineError(
+                        "stop_unconfirmed",
+                        f"ComfyUI node {slot.url} did not answer about the earlier prompt {prompt_id} of this run "
+                        "and did not confirm it stopped, so the run was sent nowhere else.",
+                        run._details(),
+                    ) from None
+                raise
             if outcome is not None:
                 break
             if context.should_cancel is not None and context.should_cancel():
                 run.stop()
                 raise EngineCanceled("canceled", "The run was canceled while its earlier prompt ran.", run._details())
             if time.monotonic() >= context.deadline:
+                run.stop()
                 return None
-            time.sleep(config.poll_seconds)
+            time.sleep(run._poll_delay)
         if outcome.status != "success":
             return None
         result = run._finish(outcome, fetched)
@@ -573,7 +588,12 @@ def resume_earlier_prompt(
             extra={"event": "prompt.resumed", "node": slot.url, "prompt": prompt_id, "run": context.run_id},
         )
         return replace(result, release=lambda: run._clean(fetched))
-    except (_PromptLost, NodeError, MoveOn, PermanentEngineError, TransientEngineError) as exc:
+    except TransientEngineError as exc:
+        if exc.code == "stop_unconfirmed":
+            raise
+        logger.info("prompt.not_resumed node=%s prompt=%s: %s", slot.url, prompt_id, exc)
+        return None
+    except (_PromptLost, NodeError, MoveOn, PermanentEngineError) as exc:
         logger.info("prompt.not_resumed node=%s prompt=%s: %s", slot.url, prompt_id, exc)
         return None
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from rekindle.engines.base import (
 )
 from rekindle.engines.comfyui.client import ComfyNodeClient
 from rekindle.engines.comfyui.pool import ComfyNodePool
+from rekindle.engines.comfyui.prompt import Progress, RunContext, resume_earlier_prompt
+from rekindle.engines.comfyui.scheduler import Slot
 from rekindle.testing.comfyui_fixtures import (
     StandinNode,
     graph_builder,
@@ -178,34 +181,93 @@ def test_a_paid_run_tries_another_node_once_after_an_execution_error(comfy_pool:
     assert overlapping_prompts(nodes) == []
 
 
-def test_a_paid_run_fails_when_a_second_node_fails_the_same_way_and_a_free_one_at_once(
+def test_a_paid_run_goes_back_to_the_queue_once_two_nodes_failed_it_and_a_free_one_fails_at_once(
     comfy_pool: PoolMaker,
 ) -> None:
-    pool, nodes = comfy_pool(2)
+    pool, nodes = comfy_pool(3)
     for node in nodes:
         node.set_faults(execution_error=-1)
 
-    with pytest.raises(PermanentEngineError) as paid:
+    with pytest.raises(TransientEngineError) as paid:
         run(pool, priority="paid")
+    assert sorted(node.counters().get("errors", 0) for node in nodes) == [0, 1, 1]
     with pytest.raises(PermanentEngineError) as free:
         run(pool)
 
     assert paid.value.code == free.value.code == "execution_failed"
     assert "RuntimeError: Injected failure" in paid.value.message
-    # Two runs for the paid one (one on each node), one for the free one.
-    assert sorted(node.counters().get("errors", 0) for node in nodes) == [1, 2]
+    assert paid.value.details["nodes_failed"] == 2
+    first = min((node for node in nodes if prompt_spans(node)), key=lambda node: prompt_spans(node)[0].start)
+    assert paid.value.details["node"] == first.url  # the first node's error is the one kept
     assert sum(node.counters().get("errors", 0) for node in nodes) == 3
 
 
-def test_a_paid_run_with_no_other_node_fails_with_its_execution_error(comfy_pool: PoolMaker) -> None:
+def test_a_paid_run_with_no_other_node_goes_back_to_the_queue(comfy_pool: PoolMaker) -> None:
     pool, (node,) = comfy_pool(1)
     node.set_faults(execution_error=1)
 
-    with pytest.raises(PermanentEngineError) as caught:
+    with pytest.raises(TransientEngineError) as caught:
         run(pool, priority="paid")
 
     assert caught.value.code == "execution_failed"
+    assert caught.value.details["nodes_failed"] == 1
     assert node.counters()["errors"] == 1
+    assert run(pool, priority="paid").node == node.url  # the next try
+
+
+def _earlier_prompt(pool: ComfyNodePool, node: StandinNode) -> str:
+    """A prompt on ``node`` as a try whose worker died left it: sent, and followed by nobody."""
+    client = pool.scheduler.client(node.url)
+    image = sample_input()
+    name = client.upload_image(f"earlier-{time.monotonic_ns()}.jpg", image.data, "image/jpeg")
+    prompt_id = str(uuid.uuid4())
+    client.submit(graph_builder("restore_flux")({"image": name}), prompt_id=prompt_id, client_id="rekindle-tests")
+    return prompt_id
+
+
+def _resume(pool: ComfyNodePool, node: StandinNode, prompt_id: str) -> EngineResult | None:
+    context = RunContext(
+        run_id="resumed-run2",
+        deadline=time.monotonic() + 30,
+        progress=Progress(None),
+        should_cancel=None,
+        on_submitted=None,
+        client_name="rekindle-tests",
+        timeout=30,
+    )
+    slot = Slot(url=node.url, client=pool.scheduler.client(node.url))
+    return resume_earlier_prompt(slot, pool.scheduler, pool.config, context, prompt_id)
+
+
+def test_the_earlier_prompt_on_a_slow_node_is_followed_to_its_end_not_given_up_at_the_first_timeout(
+    comfy_pool: PoolMaker,
+) -> None:
+    pool, (node,) = comfy_pool(1, probe_timeout=1.0)
+    node.set_faults(sampler_seconds=1.5)
+    prompt_id = _earlier_prompt(pool, node)
+    node.set_http_fault("GET /history/*", status=200, times=1, after=True, delay=1.5)  # one read times out
+
+    result = _resume(pool, node, prompt_id)
+
+    assert result is not None
+    assert result.prompt_id == prompt_id
+    assert node.counters()["prompts"] == 1
+
+
+def test_an_earlier_prompt_a_node_does_not_confirm_stopped_is_not_run_again_elsewhere(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1, probe_timeout=0.5, poll_failures=2, stop_confirm_seconds=1.0)
+    node.set_faults(sampler_seconds=10)
+    prompt_id = _earlier_prompt(pool, node)
+    # The node answers nothing about its history and keeps the prompt in its queue.
+    node.set_http_fault("GET /history/*", status=200, times=-1, after=True, delay=1.0)
+    node.set_http_fault("POST /interrupt", status=500, times=-1)
+    node.set_http_fault("POST /queue", status=500, times=-1)
+
+    with pytest.raises(TransientEngineError) as caught:
+        _resume(pool, node, prompt_id)
+
+    assert caught.value.code == "stop_unconfirmed"
+    assert node.counters()["prompts"] == 1
 
 
 def test_it_frees_memory_and_fails_transiently_when_the_gpu_runs_out(comfy_pool: PoolMaker) -> None:
