@@ -9,7 +9,8 @@ error is decided here, once:
 - ``EngineCanceled``, or any error after the claim was lost (canceled by staff, taken over
   after the lease ran out): nothing more is written.
 - transient (``TransientEngineError``, storage 5xx and throttling, connection errors and
-  timeouts, the actor's time limit): back to the queue with the error kept, and
+  timeouts, the actor's time limit; the write of an output waits out S3 failing for
+  ``STORAGE_WRITE_RETRY_SECONDS`` first): back to the queue with the error kept, and
   :class:`AttemptRetry` raised so Dramatiq redelivers the message with backoff; once
   ``MAX_TRIES`` claims are spent it fails with that error instead.
 - the worker stopping (SIGTERM, past ``WORKER_SHUTDOWN_GRACE_SECONDS``; ``rekindle.worker_shutdown``):
@@ -125,6 +126,9 @@ PROGRESS_INTERVAL = 1.0
 # Waits between tries of a write while the database connection is lost (seconds): doubling, capped.
 DB_WRITE_FIRST_WAIT = 0.2
 DB_WRITE_MAX_WAIT = 2.0
+# The same for writing a run's outputs while S3 fails (seconds).
+STORAGE_WRITE_FIRST_WAIT = 0.5
+STORAGE_WRITE_MAX_WAIT = 5.0
 
 
 def with_db_retry(write: Callable[[], ResultT], *, what: str) -> ResultT:
@@ -147,6 +151,31 @@ def with_db_retry(write: Callable[[], ResultT], *, what: str) -> ResultT:
             _drop_connection()
             time.sleep(wait)
             wait = min(wait * 2, DB_WRITE_MAX_WAIT)
+
+
+def with_storage_retry(write: Callable[[], Any], heartbeat: Heartbeat, *, what: str) -> None:
+    """``write()`` of a run's output, tried again for ``STORAGE_WRITE_RETRY_SECONDS`` while S3 fails for now.
+
+    The output is in hand only here: a try that gives it up goes back to the queue and
+    must fetch it from the node again, or compute it again when the node lost it
+    meanwhile (a restart). So a passing S3 failure (5xx, throttling, a connection error:
+    ``storage.is_transient_error``) is waited out, doubling from 0.5 s up to 5 s, for as
+    long as the claim holds and the worker is not stopping; then the error propagates.
+    """
+    deadline = time.monotonic() + float(settings.STORAGE_WRITE_RETRY_SECONDS)
+    wait = STORAGE_WRITE_FIRST_WAIT
+    while True:
+        try:
+            write()
+            return
+        except Exception as exc:
+            if not storage.is_transient_error(exc) or time.monotonic() + wait > deadline:
+                raise
+            if heartbeat.should_cancel():
+                raise
+            logger.warning("attempt.storage_write_retry what=%s error=%s wait=%.1f", what, type(exc).__name__, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, STORAGE_WRITE_MAX_WAIT)
 
 
 def _drop_connection() -> None:
@@ -277,7 +306,7 @@ class RunContext(Generic[AttemptT]):
             self.heartbeat.lost.set()
             raise ClaimLost(f"{kind_of(self.attempt).name} attempt {self.attempt.pk}: claim lost before storing {key}")
         self.written.append(key)
-        storage.put(key, content, content_type=content_type)
+        with_storage_retry(lambda: storage.put(key, content, content_type=content_type), self.heartbeat, what=key)
 
     def stored_by_earlier_try(self, *keys: str) -> bool:
         """Whether an earlier try of this attempt already stored every one of ``keys``.

@@ -424,6 +424,9 @@ RETRY_OVERDUE_SECONDS = env_int("RETRY_OVERDUE_SECONDS", 15, minimum=1)
 # A worker whose database connection is lost keeps trying the write that ends a run (its result, its
 # failure, its return to the queue) this long (seconds), reconnecting each time, before it gives up.
 DB_WRITE_RETRY_SECONDS = env_float("DB_WRITE_RETRY_SECONDS", 10.0, minimum=0.0)
+# A worker whose write of a run's output meets S3 failing for now (5xx, throttling, no connection) keeps
+# trying it this long (seconds) before the run goes back to the queue without it.
+STORAGE_WRITE_RETRY_SECONDS = env_float("STORAGE_WRITE_RETRY_SECONDS", 30.0, minimum=0.0)
 # Hard time limit of each actor (seconds); the engine's own timeout is the workflow's, capped below this.
 RESTORE_TIME_LIMIT_SECONDS = env_int("RESTORE_TIME_LIMIT_SECONDS", 20 * 60, minimum=10)
 ANIMATION_TIME_LIMIT_SECONDS = env_int("ANIMATION_TIME_LIMIT_SECONDS", 30 * 60, minimum=10)

@@ -1,4 +1,4 @@
-"""S3 refuses a restore's output after the node made it: the next try fetches it from the node, not a second run.
+"""S3 refuses a restore's output after the node made it: the try waits it out, or the next fetches it from the node.
 
 Real parts: two ComfyUI stand-ins, moto's S3 behind the fault-injecting proxy of the chaos
 harness (it answers the result's writes 500, as S3's InternalError, past boto's own retries).
@@ -49,9 +49,29 @@ def _prompts(nodes: list[Any], attempt: RestoreAttempt, event: str) -> list[dict
     ]
 
 
-def test_a_result_s3_refused_is_fetched_again_from_the_node_not_computed_again(
+def test_a_result_s3_refuses_for_a_while_is_written_by_the_same_try(
     comfy_settings: list[Any], faulty_s3: S3Faults, s3_bucket: S3Bucket
 ) -> None:
+    for node in comfy_settings:
+        node.clear_record()
+    job = JobFactory.create(stored_original=True)
+    attempt = RestoreAttemptFactory.create(job=job, parameters=SMALL_RESTORE)
+    faulty_s3.refuse_puts_under = f"restored/{job.id}/"
+    faulty_s3.refusals_left = REFUSALS
+
+    assert restore_attempt_process(attempt_id=str(attempt.pk)) == "succeeded"
+
+    attempt.refresh_from_db()
+    assert faulty_s3.refusals_left == 0
+    assert attempt.tries == 1
+    assert s3_bucket.keys(f"restored/{job.id}/") == [attempt.result_key]
+    assert len(_prompts(comfy_settings, attempt, "queued")) == 1
+
+
+def test_a_result_s3_refused_is_fetched_again_from_the_node_not_computed_again(
+    comfy_settings: list[Any], faulty_s3: S3Faults, s3_bucket: S3Bucket, settings: Any
+) -> None:
+    settings.STORAGE_WRITE_RETRY_SECONDS = 0  # the try gives the output up at once
     for node in comfy_settings:
         node.clear_record()
     job = JobFactory.create(stored_original=True)
