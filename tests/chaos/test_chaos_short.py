@@ -25,14 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("REKINDLE_ARTIFACTS", ROOT / "var" / "artifacts")) / "chaos"
 
 
-# Not yet a gate: a paid HD run that meets a node's execution error fails and waits for staff to requeue it (the
-# ledger's "purchases paid / HD results made" row), and a run whose success could not be written during a
-# PostgreSQL restart is computed again when its node was restarted meanwhile ("computed to success twice"), each
-# when the faults happen to meet. Until both hold, a failing ledger is reported (printed, kept under
-# var/artifacts/chaos/) without failing the suite.
-@pytest.mark.xfail(
-    reason="a failed paid HD run waits for staff; a node restart can lose an unrecorded success", strict=False
-)
 def test_it_keeps_every_promise_of_the_ledger_under_the_short_seeded_run(tmp_path: Path) -> None:
     for binary in ("initdb", "pg_ctl", "redis-server"):
         if shutil.which(binary) is None:
