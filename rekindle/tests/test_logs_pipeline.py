@@ -71,6 +71,8 @@ def test_it_logs_one_request_id_and_attempt_id_on_both_sides_of_the_broker_for_r
     answer = wait_for(lambda: finished(web, job_id, token), what="the restore")
     assert answer["restore_attempts"][0]["status"] == "succeeded"
     wait_for(lambda: '"attempt.finished"' in worker.log(), what="the worker's last line of the run")
+    # The ready email is sent by its own actor after the run's commit, so it may come after that line.
+    wait_for(lambda: '"email.sent"' in worker.log(), what="the ready email's line")
 
     web_lines = json_lines(web.log())
     worker_lines = json_lines(worker.log())

@@ -69,10 +69,10 @@ _OUTAGE_TICK_SECONDS = 0.25
 # Waiting longer than this for a slot shows on the attempt as waiting for a node.
 _WAITING_SHOWN_AFTER_SECONDS = 1.0
 
-# Which runs are served first when they wait for a slot, by workflow kind (a bulk requeue says so itself).
-# How many nodes a paid run tries in one try when each fails it with an execution error (``_another_node_for``).
+# How many nodes a paid run tries in one try when each fails it with an execution error (``_retries_elsewhere``).
 PAID_EXECUTION_ERROR_NODES = 2
 
+# Which runs are served first when they wait for a slot, by workflow kind (a bulk requeue says so itself).
 KIND_PRIORITY = {"animate_hd": "paid", "restore": "interactive", "animate_preview": "interactive"}
 
 
@@ -351,12 +351,12 @@ class ComfyNodePool:
                 try:
                     result = PromptRun(slot, self.scheduler, self.config, context).run(build_graph, images)
                 except PermanentEngineError as exc:
+                    if not self._retries_elsewhere(exc, priority):
+                        raise
                     execution_failures += 1
-                    if not self._another_node_for(exc, priority, execution_failures):
-                        if execution_error is None:
-                            raise
-                        raise self._paid_execution_failure(execution_error, execution_failures) from None
                     execution_error = execution_error or exc
+                    if execution_failures >= PAID_EXECUTION_ERROR_NODES:
+                        raise self._paid_execution_failure(execution_error, execution_failures) from None
                     excluded[slot.url] = [f"execution error: {exc.message}"]
                     logger.warning(
                         "Paid run %s failed on %s (%s); it tries another node", run_id, slot.url, exc.message
@@ -436,8 +436,8 @@ class ComfyNodePool:
         return 1
 
     @staticmethod
-    def _another_node_for(exc: PermanentEngineError, priority: str, failures: int) -> bool:
-        """Whether a run whose ``failures``-th node failed it with ``exc`` tries another node before it ends.
+    def _retries_elsewhere(exc: PermanentEngineError, priority: str) -> bool:
+        """Whether a run that failed with ``exc`` on its node tries another node rather than fail.
 
         ComfyUI reports a node's own trouble (a CUDA error, a broken custom node, a bad
         model file on its disk) as the same execution error as a workflow that cannot run
@@ -446,7 +446,7 @@ class ComfyNodePool:
         it (or no other node is left) it goes back to the queue (``_paid_execution_failure``),
         so only a failure that outlasts the attempt's tries, and their backoff, fails it.
         """
-        return exc.code == "execution_failed" and priority == "paid" and failures < PAID_EXECUTION_ERROR_NODES
+        return exc.code == "execution_failed" and priority == "paid"
 
     @staticmethod
     def _paid_execution_failure(first: PermanentEngineError, failures: int) -> TransientEngineError:
