@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -318,8 +319,6 @@ def who_takes_a_node_another_run_waits_for(early: Any, late: Any, affinity_wait:
     of the same fleet). The restore node is given back once the animate run has waited past ``affinity_wait``,
     the animate node a moment later. Returns (restore node, animate node, the animate run's node, the restore
     run's node)."""
-    import threading
-
     loaded = early.acquire("restore")
     early.release(loaded)
     other = early.acquire("animate")
