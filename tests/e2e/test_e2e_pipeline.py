@@ -103,7 +103,8 @@ def test_it_runs_every_attempt_once_after_the_worker_is_killed_mid_run(
     comfy_settings: list[Any],
 ) -> None:
     for node in comfy_settings:
-        node.set_faults(sampler_seconds=1.0)
+        # Long enough that no run ends before the tenth is claimed, however slowly a loaded machine sends them.
+        node.set_faults(sampler_seconds=5.0)
     worker = pipeline_worker(threads=10, LEASE_SECONDS="3")
     attempt_ids = []
     for _ in range(10):
