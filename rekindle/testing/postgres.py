@@ -4,6 +4,8 @@ Tests that take the database away (a restart, a long stop) must never touch the 
 shared server: :class:`PostgresServer` runs ``initdb`` into a temporary folder and ``pg_ctl``
 on a free loopback port, trust authentication, no fsync. As root (the CI machine) the server
 runs as the ``postgres`` system user, since PostgreSQL refuses to run as root.
+It also ends the sessions of the shared test database the way a restart would (``end_this_threads_database_session``,
+``end_every_other_database_session``), for tests of what a worker does when its connection is cut.
 """
 
 from __future__ import annotations
@@ -89,3 +91,32 @@ def own_postgres() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.remove()
+
+
+def end_this_threads_database_session() -> None:
+    """What a database restart does to this thread: the server ends its session (this thread's alone)."""
+    from django.db import connection
+
+    from rekindle.testing.pipeline import database_url
+
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    with psycopg.connect(database_url(), autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+
+def end_every_other_database_session() -> None:
+    """A database restart as the other threads of this process see it: every session of the test database
+    but this thread's ends."""
+    from django.db import connection
+
+    from rekindle.testing.pipeline import database_url
+
+    connection.ensure_connection()
+    pid = connection.connection.info.backend_pid
+    with psycopg.connect(database_url(), autocommit=True) as other:
+        other.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> %s AND pid <> pg_backend_pid()",
+            [pid],
+        )

@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import psycopg
 import pytest
 from django.db import DatabaseError, connection
 from django.utils import timezone
@@ -19,7 +18,7 @@ from jobs import runner
 from jobs.attempts import attempt_add_node_seconds, attempt_handle_one_stuck, attempt_succeed
 from jobs.models import AttemptStatus, Job
 from rekindle.testing.factories import JobFactory, RestoreAttemptFactory
-from rekindle.testing.pipeline import database_url
+from rekindle.testing.postgres import end_this_threads_database_session
 from rekindle.testing.s3 import S3Bucket
 from restoration.models import RestoreAttempt
 from restoration.services import restore_attempt_process
@@ -27,13 +26,6 @@ from restoration.services import restore_attempt_process
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
 
 SMALL_RESTORE = {"megapixels": 0.25, "steps": 4}
-
-
-def _end_this_threads_database_session() -> None:
-    connection.ensure_connection()
-    pid = connection.connection.info.backend_pid
-    with psycopg.connect(database_url(), autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
 def _queued_prompts(nodes: list[Any], attempt: RestoreAttempt) -> list[dict[str, Any]]:
@@ -55,7 +47,7 @@ def test_a_stored_result_whose_success_was_not_recorded_is_recorded_by_the_next_
     attempt = RestoreAttemptFactory.create(job=job, parameters=SMALL_RESTORE)
 
     def succeed_as_the_database_restarts(*args: Any, **kwargs: Any) -> bool:
-        _end_this_threads_database_session()
+        end_this_threads_database_session()
         return attempt_succeed(*args, **kwargs)
 
     monkeypatch.setattr(runner, "attempt_succeed", succeed_as_the_database_restarts)
@@ -99,7 +91,7 @@ def test_a_finished_run_whose_gpu_seconds_meet_a_lost_connection_keeps_its_resul
     def add_as_the_database_restarts(*args: Any, **kwargs: Any) -> None:
         if not ended:
             ended.append(True)
-            _end_this_threads_database_session()
+            end_this_threads_database_session()
         attempt_add_node_seconds(*args, **kwargs)
 
     monkeypatch.setattr(runner, "attempt_add_node_seconds", add_as_the_database_restarts)

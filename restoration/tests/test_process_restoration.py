@@ -8,7 +8,6 @@ from collections.abc import Callable
 from typing import Any
 
 import dramatiq
-import psycopg
 import pytest
 from django.core import mail
 from django.utils import timezone
@@ -27,6 +26,7 @@ from rekindle.engines.base import (
     TransientEngineError,
 )
 from rekindle.testing.factories import JobFactory, RestoreAttemptFactory, jpeg_bytes
+from rekindle.testing.postgres import end_every_other_database_session, end_this_threads_database_session
 from restoration.models import RestoreAttempt
 from restoration.services import restore_attempt_create, restore_attempt_process
 from restoration.tasks import process_restoration
@@ -229,36 +229,6 @@ def test_it_renews_the_lease_and_writes_progress_while_the_engine_runs(settings,
     assert leases[-1] > leases[0] > first_lease
 
 
-def _end_this_threads_database_session() -> None:
-    """What a database restart does to a worker: its session is ended by the server (our own session only)."""
-    from django.db import connection
-
-    connection.ensure_connection()
-    pid = connection.connection.info.backend_pid
-    with psycopg.connect(_test_database_url(), autocommit=True) as other:
-        other.execute("SELECT pg_terminate_backend(%s)", [pid])
-
-
-def _test_database_url() -> str:
-    from rekindle.testing.pipeline import database_url
-
-    return database_url()
-
-
-def _end_every_other_database_session() -> None:
-    """A database restart as the other threads of this process see it: every session but this thread's ends."""
-    from django.db import connection
-
-    connection.ensure_connection()
-    pid = connection.connection.info.backend_pid
-    with psycopg.connect(_test_database_url(), autocommit=True) as other:
-        other.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> %s AND pid <> pg_backend_pid()",
-            [pid],
-        )
-
-
 @pytest.mark.postgres
 def test_the_heartbeat_renews_the_lease_again_after_the_database_ended_its_session(settings, use_engine) -> None:
     settings.LEASE_SECONDS = 3
@@ -269,7 +239,7 @@ def test_the_heartbeat_renews_the_lease_again_after_the_database_ended_its_sessi
 
     def database_restarts_mid_run(request, on_progress, should_cancel):
         time.sleep(1.5)  # the heartbeat has its connection by now
-        _end_every_other_database_session()
+        end_every_other_database_session()
         leases.append(lease())
         time.sleep(3.5)  # more than two renewals
         leases.append(lease())
@@ -287,7 +257,7 @@ def test_the_heartbeat_renews_the_lease_again_after_the_database_ended_its_sessi
 @pytest.mark.postgres
 def test_it_keeps_a_result_whose_final_write_met_a_lost_connection(worker: dramatiq.Worker, use_engine) -> None:
     def finish_as_the_database_restarts(request, on_progress, should_cancel):
-        _end_this_threads_database_session()
+        end_this_threads_database_session()
         return jpeg_bytes()
 
     use_engine(finish_as_the_database_restarts)
