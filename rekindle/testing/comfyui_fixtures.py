@@ -196,7 +196,8 @@ class StandinNode:
     ) -> None:
         """Make ``route`` (``"POST /prompt"``, ``"GET /history/*"``) answer ``status`` for ``times``
         requests (-1: all); ``after``: the route does its work and only the answer is replaced;
-        ``delay``: seconds before answering. Faults on other routes stay as they were."""
+        ``delay``: seconds before answering (with ``status`` 0, the route's own answer, only later).
+        Faults on other routes stay as they were."""
         current = self.state()["faults"].get("http") or {}
         current[route] = {
             "status": status,

@@ -309,8 +309,9 @@ class ComfyNodePool:
             finally:
                 metrics.WAITING_RUNS.labels(priority=priority).dec()
             # From here the slot is ours: whatever fails (the attempt's row, a node), it goes back.
+            hold = _Hold(self.scheduler, slot)
             try:
-                got = time.monotonic()
+                got = hold.since
                 if outage_since is not None:
                     # The outage's wait is not the run's: it keeps the time it had left.
                     context = replace(context, deadline=context.deadline + (got - outage_since))
@@ -349,7 +350,9 @@ class ComfyNodePool:
                     excluded[slot.url] = problems
                     continue
                 try:
-                    result = PromptRun(slot, self.scheduler, self.config, context).run(build_graph, images)
+                    result = PromptRun(slot, self.scheduler, self.config, context, on_node_free=hold.release).run(
+                        build_graph, images
+                    )
                 except PermanentEngineError as exc:
                     if not self._retries_elsewhere(exc, priority):
                         raise
@@ -362,7 +365,8 @@ class ComfyNodePool:
                         "Paid run %s failed on %s (%s); it tries another node", run_id, slot.url, exc.message
                     )
                     continue
-                self.scheduler.note_service(workflow_name, time.monotonic() - got)
+                # How long a run holds a node, as the waits are estimated from.
+                self.scheduler.note_service(workflow_name, hold.seconds())
                 return result
             except MoveOn as move:
                 resubmits += self._moved(slot.url, move, run_id)
@@ -370,7 +374,7 @@ class ComfyNodePool:
                 if resubmits > self.config.max_resubmits:
                     raise self._too_many_moves(slot.url, move, resubmits) from None
             finally:
-                self.scheduler.release(slot)
+                hold.release()
             if time.monotonic() >= context.deadline:
                 raise TransientEngineError("timeout", f"The run did not finish within {timeout:.0f}s.")
 
@@ -574,6 +578,24 @@ class ComfyNodePool:
         the run that owns it notices through its own ``should_cancel`` and confirms the stop."""
         for exc in self.scheduler.client(node).stop_prompt(prompt_id):
             logger.warning("Could not cancel prompt %s on %s: %s", prompt_id, node, exc.reason)
+
+
+class _Hold:
+    """A slot held for one try, given back once: when the node has ended our prompt, or when the try ends."""
+
+    def __init__(self, scheduler: NodeScheduler, slot: Slot) -> None:
+        self.scheduler = scheduler
+        self.slot = slot
+        self.since = time.monotonic()
+        self.released_at: float | None = None
+
+    def release(self) -> None:
+        if self.released_at is None:
+            self.released_at = time.monotonic()
+            self.scheduler.release(self.slot)
+
+    def seconds(self) -> float:
+        return (self.released_at or time.monotonic()) - self.since
 
 
 def describe_disk(disk: Mapping[str, Any] | None) -> str:

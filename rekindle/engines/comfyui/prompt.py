@@ -140,8 +140,19 @@ def _permanent(code: str, what: str, exc: NodeError) -> PermanentEngineError:
 class PromptRun:
     """One try of a run on the node of ``slot``."""
 
-    def __init__(self, slot: Slot, scheduler: NodeScheduler, config: PoolConfig, context: RunContext) -> None:
+    def __init__(
+        self,
+        slot: Slot,
+        scheduler: NodeScheduler,
+        config: PoolConfig,
+        context: RunContext,
+        *,
+        on_node_free: Callable[[], None] | None = None,
+    ) -> None:
         self.slot = slot
+        # Called once the node has ended our prompt, before its outputs are fetched: the node can
+        # take the next prompt while this try downloads, stores and cleans up.
+        self._on_node_free = on_node_free
         self.url = slot.url
         self.client = slot.client
         self.scheduler = scheduler
@@ -207,6 +218,8 @@ class PromptRun:
             except RequestRejected as exc:
                 self.stop()
                 raise _permanent("request_rejected", "refused a request while the prompt ran", exc) from None
+        if self._on_node_free is not None:
+            self._on_node_free()
         return self._finish(outcome, fetched)
 
     @property

@@ -100,7 +100,8 @@ class HttpFault:
     (``GET /history/*``); ``/api/...`` aliases match too. ``times`` counts answers (-1: all).
     ``after``: the route does its work first (a prompt is queued, a file stored) and only its
     answer is replaced, as when a proxy loses the answer. ``delay`` seconds pass before the
-    answer. ``retry_after`` is sent as the ``Retry-After`` header.
+    answer. ``retry_after`` is sent as the ``Retry-After`` header. ``status`` 0 slows the route
+    without changing it: its own answer, after ``delay`` (a slow disk or link).
     """
 
     status: int
@@ -1048,7 +1049,9 @@ def make_app(standin: Standin) -> web.Application:
     @web.middleware
     async def http_faults(request: web.Request, handler: Any) -> web.StreamResponse:
         fault = None if request.path.startswith("/_standin") else standin.http_fault(request.method, request.path)
-        if fault is None:
+        if fault is None or fault.status == 0:
+            if fault is not None:
+                await asyncio.sleep(fault.delay)
             response: web.StreamResponse = await handler(request)
             return response
         if fault.after:

@@ -21,6 +21,7 @@ from rekindle.testing.comfyui_fixtures import (
     StandinNode,
     fixture_graph,
     graph_builder,
+    prompt_spans,
     sample_input,
     who_takes_a_node_another_run_waits_for,
 )
@@ -326,3 +327,29 @@ def test_it_applies_the_timeout_setting_of_the_workflows_kind(comfy_settings: li
 
     assert caught.value.code == "timeout"
     assert time.monotonic() - started < 10
+
+
+def test_a_run_hands_its_node_to_the_next_run_while_it_still_fetches_its_outputs(comfy_pool: PoolMaker) -> None:
+    pool, (node,) = comfy_pool(1)
+    # The first output download is slow (a large video over a slow link).
+    node.set_http_fault("GET /view", status=0, delay=2.0)
+    first: list[float] = []
+
+    def run_first() -> None:
+        run(pool, run_id="first")
+        first.append(time.time())
+
+    thread = threading.Thread(target=run_first)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not any(span.run == "first" for span in prompt_spans(node)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = run(pool, run_id="second")
+    thread.join(timeout=30)
+
+    spans = {span.run: span for span in prompt_spans(node)}
+    assert second.node == node.url
+    # The second prompt reached the node while the first run was still downloading its output,
+    assert spans["second"].start < first[0] - 1.0
+    # and never while the first prompt was on the node.
+    assert spans["second"].start >= spans["first"].end
