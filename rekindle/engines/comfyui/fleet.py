@@ -282,8 +282,9 @@ class RedisNodeScheduler:
                     with self._held_lock:
                         self._renew_all()
                     next_renewal = now + self.config.slot_lease_seconds / 3.0
-                self._probe_due_nodes()
-                self._refresh_queues()
+                states = self._maintenance_states()
+                self._probe_due_nodes(states)
+                self._refresh_queues(states)
             except redis.RedisError as exc:
                 self._lose_redis(exc)
             except Exception:  # the thread must outlive any one bad answer
@@ -305,11 +306,17 @@ class RedisNodeScheduler:
     def _lock(self, name: str, url: str, seconds: float) -> bool:
         return bool(self.redis.set(self._key(name, url), "1", nx=True, px=max(1, int(seconds * 1000))))
 
-    def _probe_due_nodes(self) -> None:
+    def _maintenance_states(self) -> dict[str, tuple[str | None, str | None, str | None]]:
+        """Each node's ``down_until``, ``queue_at`` and ``draining``, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for url in self.urls:
+            pipe.hmget(self._node_key(url), "down_until", "queue_at", "draining")
+        return {url: tuple(state) for url, state in zip(self.urls, pipe.execute(), strict=True)}
+
+    def _probe_due_nodes(self, states: dict[str, tuple[str | None, str | None, str | None]]) -> None:
         now = time.time()
         for url in self.urls:
-            state = self.redis.hmget(self._node_key(url), "down_until")
-            down_until = state[0]
+            down_until = states[url][0]
             if down_until is None or _float(down_until) > now:
                 continue
             if not self._lock("probe", url, self.config.probe_timeout + 1.0):
@@ -322,15 +329,12 @@ class RedisNodeScheduler:
                 continue
             self.mark_answering(url)
 
-    def _refresh_queues(self) -> None:
+    def _refresh_queues(self, states: dict[str, tuple[str | None, str | None, str | None]]) -> None:
         fresh = self.config.queue_fresh_seconds
         if fresh <= 0:
             return
         now = time.time()
-        pipe = self.redis.pipeline(transaction=False)
-        for url in self.urls:
-            pipe.hmget(self._node_key(url), "queue_at", "down_until", "draining")
-        for url, (queue_at, down_until, draining) in zip(self.urls, pipe.execute(), strict=True):
+        for url, (down_until, queue_at, draining) in states.items():
             if down_until is not None or draining:
                 continue
             if queue_at is not None and now - _float(queue_at) < fresh:
