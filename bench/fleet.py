@@ -32,6 +32,7 @@ a shared machine; the two modes run back to back on the same parts for that reas
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -54,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432")
 REDIS_URL = ""
+REDIS_PIDS: list[int] = []
 DATABASE = "rekindle_bench_fleet"
 PARAMS = {
     "restore": {"megapixels": 0.25, "steps": 4},
@@ -91,11 +93,59 @@ class ModeResult:
     overflow_runs: int = 0
     overflow_seconds: float = 0.0
     per_node: dict[str, int] = field(default_factory=dict)
+    # Each node's time between the end of one of our prompts and the queueing of the next (our per-run work).
+    gaps: list[float] = field(default_factory=list)
+    # The makespan's part after the last prompt ended on any node (the last runs' fetch and write).
+    tail: float = 0.0
+    # CPU seconds spent during the throughput part: the whole machine's, and per group of processes.
+    cpu_machine: float = 0.0
+    cpu_groups: dict[str, float] = field(default_factory=dict)
     # Load on the shared services: Redis commands per run and per idle second, PostgreSQL row writes per run.
     redis_per_run: float = 0.0
     redis_idle_per_second: float = 0.0
     pg_rows_per_run: float = 0.0
     pg_commits_per_run: float = 0.0
+
+
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the machine spent on anything but idling and waiting for I/O, since boot (``/proc/stat``)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(v) for v in fields]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks[:8]) - idle) / _TICKS
+
+
+def process_cpu(roots: dict[str, list[int]]) -> dict[str, float]:
+    """CPU seconds (user + system) of each group's processes and all their descendants, plus PostgreSQL's."""
+    stats: dict[int, tuple[int, str, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        rest = raw[raw.rindex(")") + 2 :].split()
+        stats[int(entry.name)] = (int(rest[1]), name, (int(rest[11]) + int(rest[12])) / _TICKS)
+    group_of: dict[int, str] = {}
+    for group, pids in roots.items():
+        for pid in pids:
+            group_of[pid] = group
+    totals: dict[str, float] = defaultdict(float)
+    for pid, (_, name, seconds) in stats.items():
+        ancestor, found = pid, None
+        while ancestor in stats and found is None:
+            found = group_of.get(ancestor)
+            ancestor = stats[ancestor][0]
+        if found is None and name.startswith("postgres"):
+            found = "postgresql"
+        if found is not None:
+            totals[found] += seconds
+    return dict(totals)
 
 
 def redis_commands() -> int:
@@ -141,6 +191,8 @@ def main() -> None:
     # A redis-server of our own, so its command counts are this benchmark's alone.
     own_redis = RedisServer().start()
     REDIS_URL = own_redis.url
+    if own_redis.process is not None:
+        REDIS_PIDS.append(own_redis.process.pid)
     media = Path(tempfile.mkdtemp(prefix="rekindle-bench-fleet-"))
     base_env = {
         "DATABASE_URL": f"{POSTGRES}/{DATABASE}",
@@ -391,9 +443,19 @@ def run_mode(
         time.sleep(1.0)  # PostgreSQL's statistics lag a little
         commits_from, rows_from = pg_counts()
         redis_from = redis_commands()
+        roots = {
+            "workers": [w.process.pid for w in mode.workers if w.process is not None],
+            "stand-ins": [n.process.pid for n in nodes if n.process is not None],
+            "redis": REDIS_PIDS,
+        }
+        cpu_from, machine_from = process_cpu(roots), machine_busy_seconds()
         started = time.time()
         send(attempts)
         done = wait_done(attempts, timeout=1800)
+        cpu_to, machine_to = process_cpu(roots), machine_busy_seconds()
+        result.cpu_machine = machine_to - machine_from
+        # Processes that ended meanwhile drop out of the sums, so a group never counts below zero.
+        result.cpu_groups = {group: max(0.0, cpu_to.get(group, 0.0) - cpu_from.get(group, 0.0)) for group in cpu_to}
         result.redis_per_run = (redis_commands() - redis_from) / len(attempts)
         time.sleep(1.0)
         commits_to, rows_to = pg_counts()
@@ -425,18 +487,22 @@ def run_mode(
         result.ideal = sum(service.get(row.workflow, 0.0) for row in done) / len(nodes)
         result.most_at_once = max(most_at_once(node_spans) for node_spans in spans.values())
         result.per_node = {url: len(node_spans) for url, node_spans in spans.items()}
+        result.gaps = node_gaps(spans)
+        result.tail = max(finished) - max(span.end for node_spans in spans.values() for span in node_spans)
         result.switches = sum(int(node.counters().get("model_switches", 0)) for node in nodes)
         result.round_robin_switches = round_robin_switches([w for _, w in sorted(order)], len(nodes))
         print(
             f"[{name}] throughput: makespan {result.makespan:.1f}s ideal {result.ideal:.1f}s, "
             f"most at once {result.most_at_once}, switches {result.switches} "
             f"(round-robin {result.round_robin_switches}), "
-            f"failed {result.failed}, service {json.dumps({k: round(v, 2) for k, v in service.items()})}; "
+            f"failed {result.failed}, {describe_gaps(result.gaps)}, tail {result.tail:.1f}s, "
+            f"service {json.dumps({k: round(v, 2) for k, v in service.items()})}; "
             f"Redis {result.redis_per_run:.0f} commands/run, {result.redis_idle_per_second:.0f}/s idle; "
             f"PostgreSQL {result.pg_rows_per_run:.1f} rows written and {result.pg_commits_per_run:.1f} commits/run "
             f"(commits include the benchmark's own polling)",
             flush=True,
         )
+        print(f"[{name}] {describe_cpu(result, len(attempts))}", flush=True)
 
         # 2. HD during a preview flood
         reset_nodes(nodes)
@@ -474,6 +540,35 @@ def run_mode(
     if not baseline:
         overflow(result, args, nodes, media, namespace)
     return result
+
+
+def describe_cpu(result: ModeResult, runs: int) -> str:
+    cores = os.cpu_count() or 1
+    groups = ", ".join(f"{group} {1000 * seconds / runs:.0f}" for group, seconds in sorted(result.cpu_groups.items()))
+    return (
+        f"CPU: the machine busy {result.cpu_machine:.1f} s of {cores} x {result.makespan:.1f} s "
+        f"({100 * result.cpu_machine / (cores * result.makespan):.0f}%); ms per run: {groups}; "
+        f"the cores alone need {result.cpu_machine / cores:.1f} s for this work"
+    )
+
+
+def node_gaps(spans: dict[str, list[Any]]) -> list[float]:
+    """Per node, the seconds from one prompt's end to the queueing of the next (the node idle meanwhile)."""
+    gaps: list[float] = []
+    for node_spans in spans.values():
+        ordered = sorted(node_spans, key=lambda s: s.start)
+        for before, after in itertools.pairwise(ordered):
+            gaps.append(max(0.0, after.start - before.end))
+    return gaps
+
+
+def describe_gaps(gaps: list[float]) -> str:
+    if not gaps:
+        return "no gaps"
+    return (
+        f"idle between prompts: median {statistics.median(gaps) * 1000:.0f} ms, "
+        f"p90 {percentile(gaps, 0.9) * 1000:.0f} ms, {sum(gaps):.1f} node-s in all"
+    )
 
 
 def started_times(nodes: list[Any]) -> dict[str, float]:
