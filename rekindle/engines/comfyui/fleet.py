@@ -84,6 +84,8 @@ _OBJECT_INFO_TTL_SECONDS = 3600
 # The threads of one process waiting at once share one read of the nodes this young (the slot itself
 # is taken atomically by the script, so a slightly old view only costs a retry).
 _SNAPSHOT_SECONDS = 0.05
+# Each node's ``down_until``, ``queue_at`` and ``draining``, as the maintenance thread reads them.
+_MaintenanceStates = dict[str, tuple[str | None, str | None, str | None]]
 # Between a waiting run's workflow and the rest of its id in ``waiters``.
 _WAITER_SEP = "#"
 
@@ -306,14 +308,14 @@ class RedisNodeScheduler:
     def _lock(self, name: str, url: str, seconds: float) -> bool:
         return bool(self.redis.set(self._key(name, url), "1", nx=True, px=max(1, int(seconds * 1000))))
 
-    def _maintenance_states(self) -> dict[str, tuple[str | None, str | None, str | None]]:
+    def _maintenance_states(self) -> _MaintenanceStates:
         """Each node's ``down_until``, ``queue_at`` and ``draining``, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for url in self.urls:
             pipe.hmget(self._node_key(url), "down_until", "queue_at", "draining")
         return {url: tuple(state) for url, state in zip(self.urls, pipe.execute(), strict=True)}
 
-    def _probe_due_nodes(self, states: dict[str, tuple[str | None, str | None, str | None]]) -> None:
+    def _probe_due_nodes(self, states: _MaintenanceStates) -> None:
         now = time.time()
         for url in self.urls:
             down_until = states[url][0]
@@ -329,7 +331,7 @@ class RedisNodeScheduler:
                 continue
             self.mark_answering(url)
 
-    def _refresh_queues(self, states: dict[str, tuple[str | None, str | None, str | None]]) -> None:
+    def _refresh_queues(self, states: _MaintenanceStates) -> None:
         fresh = self.config.queue_fresh_seconds
         if fresh <= 0:
             return

@@ -25,6 +25,7 @@ from rekindle.testing.comfyui_fixtures import (
     sample_input,
     who_takes_a_node_another_run_waits_for,
 )
+from rekindle.testing.pipeline import wait_for
 from rekindle.workflows import get_workflow
 
 pytestmark = pytest.mark.timeout(90)
@@ -341,9 +342,7 @@ def test_a_run_hands_its_node_to_the_next_run_while_it_still_fetches_its_outputs
 
     thread = threading.Thread(target=run_first)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not any(span.run == "first" for span in prompt_spans(node)) and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_for(lambda: any(span.run == "first" for span in prompt_spans(node)), timeout=20)
     second = run(pool, run_id="second")
     thread.join(timeout=30)
 
